@@ -1,0 +1,33 @@
+"""keras-optzoo: the textbook optimizers, first and second order, for Keras 3.
+
+Every optimizer is a real `keras.optimizers.Optimizer` subclass written in
+`keras.ops`, so the same code runs on the TensorFlow, JAX and PyTorch backends.
+"""
+
+from keras_optzoo import optimizers
+from keras_optzoo.optimizers import (
+    SGD,
+    AMSGrad,
+    Adagrad,
+    Adam,
+    AdamW,
+    Momentum,
+    Nesterov,
+    RMSprop,
+    get,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "optimizers",
+    "get",
+    "SGD",
+    "Momentum",
+    "Nesterov",
+    "Adagrad",
+    "RMSprop",
+    "Adam",
+    "AMSGrad",
+    "AdamW",
+]

@@ -1,0 +1,106 @@
+"""The base class every keras_optzoo optimizer derives from, and the small
+shared pieces of arithmetic (EMA, bias correction) used by several of them."""
+
+import keras
+from keras import ops
+
+from keras_optzoo import _validation
+
+BASE_KWARGS_DOC = """
+    Base keyword arguments (all passed through to `keras.optimizers.Optimizer`):
+    `weight_decay` (decoupled: `theta -= lr * weight_decay * theta` before the
+    update, as in Keras), `clipnorm`, `clipvalue`, `global_clipnorm`,
+    `use_ema`, `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
+    `gradient_accumulation_steps`, `name`. `learning_rate` may be a float, a
+    `keras.optimizers.schedules.LearningRateSchedule` or a zero-argument
+    callable.
+"""
+
+
+def register(cls):
+    """Registers ``cls`` so `.keras` files load it without `custom_objects`."""
+    if cls.__doc__:
+        cls.__doc__ = cls.__doc__.replace("{{base_kwargs}}", BASE_KWARGS_DOC)
+    return keras.saving.register_keras_serializable(package="keras_optzoo")(cls)
+
+
+class OptzooOptimizer(keras.optimizers.Optimizer):
+    """Validates the base keywords and provides slot and config helpers.
+
+    Subclasses list their own hyperparameters in ``_hyperparameters``; those
+    attributes are written into ``get_config`` automatically.
+    """
+
+    _hyperparameters = ()
+
+    def __init__(
+        self,
+        learning_rate,
+        weight_decay=None,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+        use_ema=False,
+        ema_momentum=0.99,
+        ema_overwrite_frequency=None,
+        loss_scale_factor=None,
+        gradient_accumulation_steps=None,
+        name=None,
+        **kwargs,
+    ):
+        v = _validation
+        optional = {
+            "clipnorm": clipnorm,
+            "clipvalue": clipvalue,
+            "global_clipnorm": global_clipnorm,
+            "loss_scale_factor": loss_scale_factor,
+        }
+        for arg, value in optional.items():
+            if value is not None:
+                v.positive(arg, value)
+        if gradient_accumulation_steps is not None:
+            v.integer("gradient_accumulation_steps", gradient_accumulation_steps, low=2)
+        if ema_overwrite_frequency is not None:
+            v.integer("ema_overwrite_frequency", ema_overwrite_frequency, low=1)
+        if not isinstance(use_ema, bool):
+            raise TypeError(f"`use_ema` must be True or False; received {use_ema!r}.")
+        super().__init__(
+            learning_rate=v.learning_rate(learning_rate),
+            weight_decay=v.optional_non_negative("weight_decay", weight_decay),
+            clipnorm=clipnorm,
+            clipvalue=clipvalue,
+            global_clipnorm=global_clipnorm,
+            use_ema=use_ema,
+            ema_momentum=v.number("ema_momentum", ema_momentum, low=0.0, high=1.0),
+            ema_overwrite_frequency=ema_overwrite_frequency,
+            loss_scale_factor=loss_scale_factor,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            name=name,
+            **kwargs,
+        )
+
+    # -- slots ---------------------------------------------------------------
+    def _add_slots(self, var_list, name, initializer="zeros"):
+        """One slot per variable, with its shape, dtype and (distribution) layout."""
+        return [
+            self.add_variable_from_reference(var, name, initializer=initializer)
+            for var in var_list
+        ]
+
+    def _slot(self, slots, variable):
+        return slots[self._get_variable_index(variable)]
+
+    # -- shared arithmetic ----------------------------------------------------
+    def _ema(self, average, value, decay):
+        """average <- decay * average + (1 - decay) * value, in place."""
+        self.assign_add(average, ops.multiply(ops.subtract(value, average), 1.0 - decay))
+
+    def _bias_correction(self, decay, dtype):
+        """1 - decay^t at the current step t (1-based)."""
+        step = ops.cast(self.iterations + 1, dtype)
+        return 1.0 - ops.power(ops.cast(decay, dtype), step)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({key: getattr(self, key) for key in self._hyperparameters})
+        return config

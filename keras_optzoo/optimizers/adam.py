@@ -1,0 +1,114 @@
+"""The Adam family: Adam, AMSGrad and AdamW (seeds 001 and 002)."""
+
+from keras import ops
+
+from keras_optzoo import _validation
+from keras_optzoo.optimizers._base import OptzooOptimizer, register
+
+
+class _AdamBase(OptzooOptimizer):
+    """Shared moments, bias correction and step of Adam, AMSGrad and AdamW."""
+
+    _hyperparameters = ("beta_1", "beta_2", "epsilon")
+    _amsgrad = False
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.beta_1 = _validation.unit_interval("beta_1", beta_1)
+        self.beta_2 = _validation.unit_interval("beta_2", beta_2)
+        self.epsilon = _validation.positive("epsilon", epsilon)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._momentums = self._add_slots(var_list, "momentum")
+        self._velocities = self._add_slots(var_list, "velocity")
+        if self._amsgrad:
+            self._velocity_maxes = self._add_slots(var_list, "velocity_max")
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        lr = ops.cast(learning_rate, dtype)
+        g = ops.cast(gradient, dtype)
+        m = self._slot(self._momentums, variable)
+        v = self._slot(self._velocities, variable)
+        self._ema(m, g, self.beta_1)
+        self._ema(v, ops.square(g), self.beta_2)
+        if self._amsgrad:
+            v_max = self._slot(self._velocity_maxes, variable)
+            self.assign(v_max, ops.maximum(v_max, v))
+            v = v_max
+        # m_hat / (sqrt(v_hat) + eps) with m_hat = m / c1 and v_hat = v / c2.
+        c1 = self._bias_correction(self.beta_1, dtype)
+        sqrt_c2 = ops.sqrt(self._bias_correction(self.beta_2, dtype))
+        denom = ops.add(ops.divide(ops.sqrt(v), sqrt_c2), self.epsilon)
+        self.assign_sub(variable, ops.divide(ops.multiply(m, lr / c1), denom))
+
+
+@register
+class Adam(_AdamBase):
+    """Adam (Kingma & Ba 2015; seed 001 section G, seed 002 section 7).
+
+        m <- beta_1 * m + (1 - beta_1) * g
+        v <- beta_2 * v + (1 - beta_2) * g^2
+        m_hat = m / (1 - beta_1^t),   v_hat = v / (1 - beta_2^t)
+        theta <- theta - lr * m_hat / (sqrt(v_hat) + epsilon)
+
+    This is Algorithm 1 of the paper and `torch.optim.Adam`/`optax.adam`. The
+    Keras built-in adds epsilon to sqrt(v) before the bias correction ("epsilon
+    hat"), which equals ours with epsilon * sqrt(1 - beta_2^t); the difference
+    is of order epsilon / sqrt(v_hat). Seed 002 writes sqrt(v_hat + epsilon).
+
+    Args:
+        learning_rate: lr, default 0.001.
+        beta_1, beta_2: moment decays in [0, 1); defaults 0.9 and 0.999.
+        epsilon: > 0, default 1e-7 (Keras's default; torch uses 1e-8).
+    {{base_kwargs}}
+    """
+
+
+@register
+class AMSGrad(_AdamBase):
+    """AMSGrad (Reddi et al. 2018; seed 001 section H).
+
+        m <- beta_1 * m + (1 - beta_1) * g
+        v <- beta_2 * v + (1 - beta_2) * g^2
+        v_max <- max(v_max, v)
+        theta <- theta - lr * (m / (1 - beta_1^t)) / (sqrt(v_max / (1 - beta_2^t)) + epsilon)
+
+    Three slots (m, v, v_max). The bias corrections follow
+    `torch.optim.Adam(amsgrad=True)` and `keras.optimizers.Adam(amsgrad=True)`;
+    seed 001 and the paper omit them (they matter only for the first ~1/(1 -
+    beta_2) steps). optax.amsgrad takes the max of the bias-corrected v
+    instead, which differs during those first steps.
+
+    Args: as `Adam`.
+    {{base_kwargs}}
+    """
+
+    _amsgrad = True
+
+
+@register
+class AdamW(_AdamBase):
+    """AdamW, Adam with decoupled weight decay (Loshchilov & Hutter 2019;
+    seed 002 section 8).
+
+        theta <- theta - lr * weight_decay * theta
+        theta <- Adam step (see `Adam`)
+
+    The decay uses theta before the Adam step, so this is seed 002's
+    `w - lr * m_hat / (sqrt(v_hat) + eps) - lr * lambda * w` (seed 002 writes
+    epsilon inside the root) and `torch.optim.AdamW`. The decay is Keras's own
+    decoupled `weight_decay` mechanism, so `exclude_from_weight_decay` works.
+
+    Args:
+        learning_rate: lr, default 0.001.
+        weight_decay: lambda >= 0, default 0.004 (Keras's default; torch 0.01).
+        beta_1, beta_2, epsilon: as `Adam`.
+    {{base_kwargs}}
+    """
+
+    def __init__(self, learning_rate=0.001, weight_decay=0.004, **kwargs):
+        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, **kwargs)

@@ -1,0 +1,96 @@
+"""Per-parameter adaptive learning rates: AdaGrad and RMSProp (seeds 000-002)."""
+
+import keras
+from keras import ops
+
+from keras_optzoo import _validation
+from keras_optzoo.optimizers._base import OptzooOptimizer, register
+
+
+@register
+class Adagrad(OptzooOptimizer):
+    """AdaGrad (Duchi et al. 2011; seed 001 eq. 7, seed 000 4.1, seed 002 5).
+
+        G <- G + g^2
+        theta <- theta - lr * g / (sqrt(G) + epsilon)
+
+    epsilon sits outside the square root, as in seed 001, `torch.optim.Adagrad`
+    and optax. Seeds 000 and 002 and the Keras built-in write
+    `lr / sqrt(G + epsilon)`; the two differ by terms of order epsilon/sqrt(G).
+    G starts at `initial_accumulator_value` (0 as in torch and the paper; the
+    Keras built-in uses 0.1).
+
+    Args:
+        learning_rate: lr, default 0.01.
+        initial_accumulator_value: G_0 >= 0, default 0.0.
+        epsilon: > 0, default 1e-7 (Keras's default).
+    {{base_kwargs}}
+    """
+
+    _hyperparameters = ("initial_accumulator_value", "epsilon")
+
+    def __init__(self, learning_rate=0.01, initial_accumulator_value=0.0, epsilon=1e-7, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.initial_accumulator_value = _validation.non_negative(
+            "initial_accumulator_value", initial_accumulator_value
+        )
+        self.epsilon = _validation.positive("epsilon", epsilon)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._accumulators = self._add_slots(
+            var_list,
+            "accumulator",
+            initializer=keras.initializers.Constant(self.initial_accumulator_value),
+        )
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype)
+        g = ops.cast(gradient, variable.dtype)
+        acc = self._slot(self._accumulators, variable)
+        self.assign_add(acc, ops.square(g))
+        denom = ops.add(ops.sqrt(acc), self.epsilon)
+        self.assign_sub(variable, ops.divide(ops.multiply(g, lr), denom))
+
+
+@register
+class RMSprop(OptzooOptimizer):
+    """RMSProp (Hinton 2012; seed 001 eqs. 8-9, seed 002 section 6).
+
+        v <- rho * v + (1 - rho) * g^2
+        theta <- theta - lr * g / (sqrt(v) + epsilon)
+
+    epsilon sits outside the square root as in `torch.optim.RMSprop` (seeds
+    001/002 and the Keras built-in put it inside: `lr / sqrt(v + epsilon)`).
+    v starts at zero. No momentum or centering: those are other algorithms.
+
+    Args:
+        learning_rate: lr, default 0.001.
+        rho: the decay of the squared-gradient average, in [0, 1); default 0.9
+            (Hinton's and Keras's value; torch uses 0.99).
+        epsilon: > 0, default 1e-7.
+    {{base_kwargs}}
+    """
+
+    _hyperparameters = ("rho", "epsilon")
+
+    def __init__(self, learning_rate=0.001, rho=0.9, epsilon=1e-7, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.rho = _validation.unit_interval("rho", rho)
+        self.epsilon = _validation.positive("epsilon", epsilon)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._velocities = self._add_slots(var_list, "velocity")
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype)
+        g = ops.cast(gradient, variable.dtype)
+        v = self._slot(self._velocities, variable)
+        self._ema(v, ops.square(g), self.rho)
+        denom = ops.add(ops.sqrt(v), self.epsilon)
+        self.assign_sub(variable, ops.divide(ops.multiply(g, lr), denom))

@@ -1,0 +1,135 @@
+"""Gradient descent and its momentum variants (seeds 000, 001, 002)."""
+
+from keras import ops
+
+from keras_optzoo import _validation
+from keras_optzoo.optimizers._base import OptzooOptimizer, register
+
+
+@register
+class SGD(OptzooOptimizer):
+    """Plain gradient descent.
+
+        theta <- theta - lr * g
+
+    Gradient descent (GD), stochastic gradient descent (SGD) and mini-batch
+    gradient descent of the seeds are this same update; only the batch size
+    differs: `model.fit(..., batch_size=len(x))` is GD, `batch_size=1` is SGD
+    and `batch_size=n` is mini-batch (seed 001 eqs. 1, 2, 4; seed 000 3.1;
+    seed 002 section 2).
+
+    Args:
+        learning_rate: lr, default 0.01 (Keras's and seed 001's setting).
+    {{base_kwargs}}
+    """
+
+    def __init__(self, learning_rate=0.01, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype)
+        self.assign_sub(variable, ops.multiply(ops.cast(gradient, variable.dtype), lr))
+
+
+@register
+class Momentum(OptzooOptimizer):
+    """Gradient descent with momentum, in either of the seeds' two forms.
+
+    `form="classic"` (seed 001 eqs. 5-6, Polyak's heavy ball; the default):
+
+        v <- momentum * v + lr * g
+        theta <- theta - v
+
+    `form="ema"` (seed 000 section 3.2 and 5.1, seed 002 section 4): the
+    velocity is an exponential moving average of the gradients,
+
+        v <- momentum * v + (1 - momentum) * g
+        theta <- theta - lr * v
+
+    With a constant lr, the EMA form equals the classic form run with
+    lr * (1 - momentum): it takes steps about 1 / (1 - momentum) times smaller.
+    The classic form is the default because it is what `keras.optimizers.SGD(
+    momentum=...)` and `torch.optim.SGD(momentum=...)` compute, so switching
+    from either gives the same numbers. Velocity starts at zero (torch starts
+    its buffer at the first gradient, which is the same thing in the classic
+    form).
+
+    Args:
+        learning_rate: lr, default 0.01.
+        momentum: the decay of the velocity (beta in seed 000, gamma in seed
+            001), in [0, 1); default 0.9.
+        form: "classic" or "ema".
+    {{base_kwargs}}
+    """
+
+    _hyperparameters = ("momentum", "form")
+    FORMS = ("classic", "ema")
+
+    def __init__(self, learning_rate=0.01, momentum=0.9, form="classic", **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.momentum = _validation.unit_interval("momentum", momentum)
+        self.form = _validation.choice("form", form, self.FORMS)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._velocities = self._add_slots(var_list, "velocity")
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype)
+        g = ops.cast(gradient, variable.dtype)
+        v = self._slot(self._velocities, variable)
+        if self.form == "ema":
+            self._ema(v, g, self.momentum)
+            self.assign_sub(variable, ops.multiply(v, lr))
+        else:
+            self.assign(v, ops.add(ops.multiply(v, self.momentum), ops.multiply(g, lr)))
+            self.assign_sub(variable, v)
+
+
+@register
+class Nesterov(OptzooOptimizer):
+    """Nesterov's accelerated gradient (NAG, seed 001 section E).
+
+    Seed 001 writes NAG with the gradient taken at the look-ahead point:
+
+        v_{t+1} = mu v_t - lr grad f(x_t + mu v_t),    x_{t+1} = x_t + v_{t+1}
+
+    Keras computes the gradient at the current value of each variable, so the
+    variable here holds the look-ahead point phi_t = x_t + mu v_t (Sutskever et
+    al. 2013). Substituting gives an update that only needs grad f(phi_t) = g:
+
+        u <- mu * u + lr * g              (u = -v, the velocity)
+        theta <- theta - (mu * u + lr * g)
+
+    This is exactly `keras.optimizers.SGD(momentum=mu, nesterov=True)` and
+    `torch.optim.SGD(momentum=mu, nesterov=True)` (with constant lr). At the
+    end of training theta is the look-ahead point, which is also the point
+    the method evaluates; the two differ by mu * v, which vanishes at
+    convergence.
+
+    Args:
+        learning_rate: lr, default 0.01.
+        momentum: mu in [0, 1), default 0.9.
+    {{base_kwargs}}
+    """
+
+    _hyperparameters = ("momentum",)
+
+    def __init__(self, learning_rate=0.01, momentum=0.9, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.momentum = _validation.unit_interval("momentum", momentum)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._velocities = self._add_slots(var_list, "velocity")
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype)
+        step = ops.multiply(ops.cast(gradient, variable.dtype), lr)
+        u = self._slot(self._velocities, variable)
+        self.assign(u, ops.add(ops.multiply(u, self.momentum), step))
+        self.assign_sub(variable, ops.add(ops.multiply(u, self.momentum), step))
