@@ -1,0 +1,66 @@
+"""Shared helpers. The backend is whatever KERAS_BACKEND says (one per process;
+`tests/run_all_backends.py` runs all three)."""
+
+import numpy as np
+import pytest
+
+import keras
+
+BACKEND = keras.backend.backend()
+
+# Shapes used by the parity tests: a scalar, vectors, a matrix and a 3-D tensor.
+SHAPES = [(), (7,), (5, 3), (2, 3, 4)]
+
+
+def random_problem(steps, seed=0, shapes=SHAPES):
+    """Initial values and a sequence of gradients, all float32."""
+    rng = np.random.default_rng(seed)
+    init = [rng.standard_normal(s).astype("float32") for s in shapes]
+    grads = [[rng.standard_normal(s).astype("float32") for s in shapes] for _ in range(steps)]
+    return init, grads
+
+
+def run_keras_optimizer(optimizer, init, grads, finalize=False):
+    """Applies `grads` step by step with `optimizer.apply`; returns NumPy values."""
+    variables = [keras.Variable(v) for v in init]
+    for step in grads:
+        optimizer.apply([keras.ops.convert_to_tensor(g) for g in step], variables)
+    if finalize:
+        optimizer.finalize_variable_values(variables)
+    return [keras.ops.convert_to_numpy(v) for v in variables]
+
+
+def run_torch_optimizer(make, init, grads):
+    import torch
+
+    params = [torch.nn.Parameter(torch.tensor(v)) for v in init]
+    opt = make(params)
+    for step in grads:
+        for p, g in zip(params, step):
+            p.grad = torch.tensor(g)
+        opt.step()
+    return [p.detach().numpy() for p in params]
+
+
+def run_optax(transform, init, grads):
+    import jax.numpy as jnp
+    import optax
+
+    params = [jnp.asarray(v) for v in init]
+    state = transform.init(params)
+    for step in grads:
+        updates, state = transform.update([jnp.asarray(g) for g in step], state, params)
+        params = optax.apply_updates(params, updates)
+    return [np.asarray(p) for p in params]
+
+
+def assert_all_close(actual, expected, rtol=1e-5, atol=1e-6):
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        np.testing.assert_allclose(a, e, rtol=rtol, atol=atol, err_msg=f"tensor {i}")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_session():
+    keras.utils.clear_session()
+    keras.utils.set_random_seed(1234)
+    yield
