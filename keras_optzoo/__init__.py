@@ -5,29 +5,8 @@ Every optimizer is a real `keras.optimizers.Optimizer` subclass written in
 """
 
 from keras_optzoo import optimizers
-from keras_optzoo.optimizers import (
-    SGD,
-    AMSGrad,
-    Adagrad,
-    Adam,
-    AdamW,
-    Momentum,
-    Nesterov,
-    RMSprop,
-    get,
-)
+from keras_optzoo.optimizers import *  # noqa: F403  (the classes and `get`)
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "optimizers",
-    "get",
-    "SGD",
-    "Momentum",
-    "Nesterov",
-    "Adagrad",
-    "RMSprop",
-    "Adam",
-    "AMSGrad",
-    "AdamW",
-]
+__all__ = ["optimizers", *optimizers.__all__]

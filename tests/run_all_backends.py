@@ -17,6 +17,7 @@ import time
 
 BACKENDS = ("tensorflow", "jax", "torch")
 SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)")
+CLOSING = re.compile(r"^=*\s*(\d+ \w+.*|no tests ran.*) in [\d.]+s")
 
 
 def main(argv):
@@ -35,7 +36,7 @@ def main(argv):
         last = ""
         for line in proc.stdout:
             sys.stdout.write(line)
-            if line.startswith("=") and (" in " in line):
+            if CLOSING.match(line):
                 last = line
         code = proc.wait()
         for count, kind in SUMMARY.findall(last):

@@ -27,11 +27,14 @@ def register(cls):
 class OptzooOptimizer(keras.optimizers.Optimizer):
     """Validates the base keywords and provides slot and config helpers.
 
-    Subclasses list their own hyperparameters in ``_hyperparameters``; those
-    attributes are written into ``get_config`` automatically.
+    Subclasses list their own hyperparameters in ``_hyperparameters`` (written
+    into ``get_config`` automatically) and the names of their per-variable
+    state in ``_slot_names`` (created by ``build``, one zero-initialised slot
+    per variable and name, read back with ``self._slot(name, variable)``).
     """
 
     _hyperparameters = ()
+    _slot_names = ()
 
     def __init__(
         self,
@@ -80,15 +83,21 @@ class OptzooOptimizer(keras.optimizers.Optimizer):
         )
 
     # -- slots ---------------------------------------------------------------
-    def _add_slots(self, var_list, name, initializer="zeros"):
-        """One slot per variable, with its shape, dtype and (distribution) layout."""
-        return [
-            self.add_variable_from_reference(var, name, initializer=initializer)
-            for var in var_list
-        ]
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._state = {
+            name: [self.add_variable_from_reference(v, name, initializer=self._initializer(name)) for v in var_list]
+            for name in self._slot_names
+        }
 
-    def _slot(self, slots, variable):
-        return slots[self._get_variable_index(variable)]
+    def _initializer(self, slot_name):
+        """The initializer of a slot; zeros unless a subclass says otherwise."""
+        return "zeros"
+
+    def _slot(self, name, variable):
+        return self._state[name][self._get_variable_index(variable)]
 
     # -- shared arithmetic ----------------------------------------------------
     def _ema(self, average, value, decay):

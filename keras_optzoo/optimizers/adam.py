@@ -10,6 +10,7 @@ class _AdamBase(OptzooOptimizer):
     """Shared moments, bias correction and step of Adam, AMSGrad and AdamW."""
 
     _hyperparameters = ("beta_1", "beta_2", "epsilon")
+    _slot_names = ("momentum", "velocity")
     _amsgrad = False
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **kwargs):
@@ -18,25 +19,16 @@ class _AdamBase(OptzooOptimizer):
         self.beta_2 = _validation.unit_interval("beta_2", beta_2)
         self.epsilon = _validation.positive("epsilon", epsilon)
 
-    def build(self, var_list):
-        if self.built:
-            return
-        super().build(var_list)
-        self._momentums = self._add_slots(var_list, "momentum")
-        self._velocities = self._add_slots(var_list, "velocity")
-        if self._amsgrad:
-            self._velocity_maxes = self._add_slots(var_list, "velocity_max")
-
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
         g = ops.cast(gradient, dtype)
-        m = self._slot(self._momentums, variable)
-        v = self._slot(self._velocities, variable)
+        m = self._slot("momentum", variable)
+        v = self._slot("velocity", variable)
         self._ema(m, g, self.beta_1)
         self._ema(v, ops.square(g), self.beta_2)
         if self._amsgrad:
-            v_max = self._slot(self._velocity_maxes, variable)
+            v_max = self._slot("velocity_max", variable)
             self.assign(v_max, ops.maximum(v_max, v))
             v = v_max
         # m_hat / (sqrt(v_hat) + eps) with m_hat = m / c1 and v_hat = v / c2.
@@ -87,6 +79,7 @@ class AMSGrad(_AdamBase):
     {{base_kwargs}}
     """
 
+    _slot_names = ("momentum", "velocity", "velocity_max")
     _amsgrad = True
 
 

@@ -28,6 +28,7 @@ class Adagrad(OptzooOptimizer):
     """
 
     _hyperparameters = ("initial_accumulator_value", "epsilon")
+    _slot_names = ("accumulator",)
 
     def __init__(self, learning_rate=0.01, initial_accumulator_value=0.0, epsilon=1e-7, **kwargs):
         super().__init__(learning_rate=learning_rate, **kwargs)
@@ -36,20 +37,13 @@ class Adagrad(OptzooOptimizer):
         )
         self.epsilon = _validation.positive("epsilon", epsilon)
 
-    def build(self, var_list):
-        if self.built:
-            return
-        super().build(var_list)
-        self._accumulators = self._add_slots(
-            var_list,
-            "accumulator",
-            initializer=keras.initializers.Constant(self.initial_accumulator_value),
-        )
+    def _initializer(self, slot_name):
+        return keras.initializers.Constant(self.initial_accumulator_value)
 
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)
         g = ops.cast(gradient, variable.dtype)
-        acc = self._slot(self._accumulators, variable)
+        acc = self._slot("accumulator", variable)
         self.assign_add(acc, ops.square(g))
         denom = ops.add(ops.sqrt(acc), self.epsilon)
         self.assign_sub(variable, ops.divide(ops.multiply(g, lr), denom))
@@ -75,22 +69,17 @@ class RMSprop(OptzooOptimizer):
     """
 
     _hyperparameters = ("rho", "epsilon")
+    _slot_names = ("velocity",)
 
     def __init__(self, learning_rate=0.001, rho=0.9, epsilon=1e-7, **kwargs):
         super().__init__(learning_rate=learning_rate, **kwargs)
         self.rho = _validation.unit_interval("rho", rho)
         self.epsilon = _validation.positive("epsilon", epsilon)
 
-    def build(self, var_list):
-        if self.built:
-            return
-        super().build(var_list)
-        self._velocities = self._add_slots(var_list, "velocity")
-
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)
         g = ops.cast(gradient, variable.dtype)
-        v = self._slot(self._velocities, variable)
+        v = self._slot("velocity", variable)
         self._ema(v, ops.square(g), self.rho)
         denom = ops.add(ops.sqrt(v), self.epsilon)
         self.assign_sub(variable, ops.divide(ops.multiply(g, lr), denom))

@@ -63,6 +63,7 @@ class Momentum(OptzooOptimizer):
     """
 
     _hyperparameters = ("momentum", "form")
+    _slot_names = ("velocity",)
     FORMS = ("classic", "ema")
 
     def __init__(self, learning_rate=0.01, momentum=0.9, form="classic", **kwargs):
@@ -70,16 +71,10 @@ class Momentum(OptzooOptimizer):
         self.momentum = _validation.unit_interval("momentum", momentum)
         self.form = _validation.choice("form", form, self.FORMS)
 
-    def build(self, var_list):
-        if self.built:
-            return
-        super().build(var_list)
-        self._velocities = self._add_slots(var_list, "velocity")
-
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)
         g = ops.cast(gradient, variable.dtype)
-        v = self._slot(self._velocities, variable)
+        v = self._slot("velocity", variable)
         if self.form == "ema":
             self._ema(v, g, self.momentum)
             self.assign_sub(variable, ops.multiply(v, lr))
@@ -116,20 +111,15 @@ class Nesterov(OptzooOptimizer):
     """
 
     _hyperparameters = ("momentum",)
+    _slot_names = ("velocity",)
 
     def __init__(self, learning_rate=0.01, momentum=0.9, **kwargs):
         super().__init__(learning_rate=learning_rate, **kwargs)
         self.momentum = _validation.unit_interval("momentum", momentum)
 
-    def build(self, var_list):
-        if self.built:
-            return
-        super().build(var_list)
-        self._velocities = self._add_slots(var_list, "velocity")
-
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)
         step = ops.multiply(ops.cast(gradient, variable.dtype), lr)
-        u = self._slot(self._velocities, variable)
+        u = self._slot("velocity", variable)
         self.assign(u, ops.add(ops.multiply(u, self.momentum), step))
         self.assign_sub(variable, ops.add(ops.multiply(u, self.momentum), step))
