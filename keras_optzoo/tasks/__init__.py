@@ -1,5 +1,5 @@
 """Tasks: a real data loader, model builders, loss and metrics for each experiment."""
 
-from keras_optzoo.tasks import mnist
+from keras_optzoo.tasks import karate, mnist
 
-__all__ = ["mnist"]
+__all__ = ["karate", "mnist"]

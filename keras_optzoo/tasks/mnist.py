@@ -117,3 +117,37 @@ def logistic_regression(num_classes=10, input_dim=784):
         [keras.Input((input_dim,)), keras.layers.Dense(num_classes, activation="softmax")]
     )
 
+
+
+REGULARIZATION = ("none", "l1", "l2", "dropout")
+
+
+def mlp(hidden_activation=None, regularization="none", strength=0.001, dropout=0.5):
+    """Seed 001's MLP 784-500-10.
+
+    `hidden_activation=None` keeps the paper's linear hidden layer; "relu" is
+    the usual variant. `regularization` is one of "none", "l1", "l2" (Keras's
+    own `keras.regularizers.L1/L2` with `strength` on both kernels, as in seed
+    000 Table 2) or "dropout" (a `keras.layers.Dropout(dropout)` after the
+    hidden layer).
+    """
+    import keras
+
+    if regularization not in REGULARIZATION:
+        raise ValueError(
+            f"`regularization` must be one of {', '.join(REGULARIZATION)}; received {regularization!r}."
+        )
+    reg = {"l1": keras.regularizers.L1, "l2": keras.regularizers.L2}.get(regularization)
+    kernel_regularizer = reg(strength) if reg else None
+    layers = [
+        keras.Input((784,)),
+        keras.layers.Dense(500, activation=hidden_activation, kernel_regularizer=kernel_regularizer),
+    ]
+    if regularization == "dropout":
+        layers.append(keras.layers.Dropout(dropout))
+    layers.append(keras.layers.Dense(10, activation="softmax", kernel_regularizer=kernel_regularizer))
+    return keras.Sequential(layers, name="mnist_mlp")
+
+
+LOSS = "sparse_categorical_crossentropy"
+METRICS = ("accuracy",)

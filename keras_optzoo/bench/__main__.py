@@ -1,0 +1,5 @@
+import sys
+
+from keras_optzoo.bench import main
+
+sys.exit(main())

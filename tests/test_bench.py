@@ -1,0 +1,68 @@
+"""`optzoo-bench --quick` end to end, and its bad-argument handling."""
+
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from conftest import BACKEND
+from keras_optzoo import bench
+
+
+def test_quick_run_writes_csv_markdown_and_plots(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "keras_optzoo.bench", "--quick", "--data", "embedded",
+         "--optimizers", "gd,sgd,momentum,adam", "--seeds", "2", "--adaptive-stopping",
+         "--regularization", "none,l2", "--backend", BACKEND, "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    # mnist: 2 regularizations x 4 optimizers x 2 seeds; karate: 4 x 2.
+    assert len(rows) == 16 + 8
+    from keras_optzoo.bench import report
+
+    assert list(rows[0]) == report.CSV_COLUMNS
+    assert {r["backend"] for r in rows} == {BACKEND}
+    assert {r["task"] for r in rows} == {"mnist", "karate"}
+    for r in rows:
+        assert float(r["final_train_loss"]) > 0 and 0 <= float(r["test_accuracy"]) <= 1
+        assert int(r["epochs_run"]) <= {"mnist": 2, "karate": 5}[r["task"]]
+        assert (r["test_auc"] != "") == (r["task"] == "karate")
+    gd = [r for r in rows if r["optimizer"] == "gd" and r["task"] == "mnist"]
+    assert {r["batch_size"] for r in gd} == {"1000"}  # full batch
+    md = (out / "results.md").read_text()
+    for heading in ("Table 1", "Table 2", "Table 3", "seed 001"):
+        assert heading in md
+    for task in ("mnist", "karate"):
+        for plot in ("loss_curves", "test_accuracy", "time_per_epoch"):
+            assert (out / f"{task}_{plot}.png").stat().st_size > 5000
+    assert proc.stdout.count(" seed ") >= 24  # one summary line per run
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--task", "cifar"], ["--task", "mnist", "karate"]),
+        (["--optimizers", "adam,lbfgs"], ["--optimizers", "lbfgs", "amsgrad"]),
+        (["--backend", "mxnet"], ["--backend", "tensorflow"]),
+        (["--epochs", "0"], ["--epochs", "positive integer"]),
+        (["--batch-size", "-4"], ["--batch-size"]),
+        (["--seeds", "two"], ["--seeds"]),
+        (["--lr", "nan"], ["--lr"]),
+        (["--regularization", "l3"], ["--regularization", "dropout"]),
+        (["--out", "{file}/results"], ["--out", "writable"]),
+    ],
+)
+def test_bad_arguments_exit_2_naming_the_option(args, words, capsys, tmp_path):
+    a_file = tmp_path / "plain-file"
+    a_file.write_text("")
+    args = [a.format(file=a_file) for a in args]
+    with pytest.raises(SystemExit) as info:
+        bench.main(args)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    for word in words:
+        assert word in err
