@@ -45,6 +45,16 @@ def test_corrupt_or_missing_idx_file_names_the_file(tmp_path):
         mnist.load_data(source="web")
 
 
+def test_tfds_source_needs_its_package():
+    try:
+        import tensorflow_datasets  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="tensorflow-datasets"):
+            mnist.load_data(source="tfds")
+    else:
+        pytest.skip("tensorflow-datasets is installed; its download is not possible offline")
+
+
 @pytest.mark.parametrize("regularization", mnist.REGULARIZATION)
 def test_mnist_mlp_is_784_500_10_with_keras_regularizers(regularization):
     model = mnist.mlp(regularization=regularization)

@@ -4,6 +4,7 @@
 images as float32 in [0, 1], flattened to 784, and integer labels:
 
 - "keras": `keras.datasets.mnist.load_data()` (downloads and caches 60k/10k);
+- "tfds": `tensorflow_datasets.load("mnist")` (needs `tensorflow-datasets`);
 - "idx": a directory `path` holding the four IDX files (`train-images-idx3-ubyte`
   etc., optionally `.gz`);
 - "embedded": the real MNIST 10k test files kept in this repository
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 EMBEDDED_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "mnist"
-SOURCES = ("auto", "keras", "idx", "embedded")
+SOURCES = ("auto", "keras", "tfds", "idx", "embedded")
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -84,6 +85,18 @@ def load_idx(path):
     return parts[0], parts[1]
 
 
+def _load_tfds():
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as err:
+        raise ImportError(
+            "source='tfds' needs the tensorflow-datasets package (pip install tensorflow-datasets); "
+            "or use source='keras', 'idx' or 'embedded'."
+        ) from err
+    splits = tfds.as_numpy(tfds.load("mnist", split=["train", "test"], batch_size=-1, as_supervised=True))
+    return tuple(_prepare(images[..., 0], labels) for images, labels in splits)
+
+
 def load_data(source="auto", path=None):
     """Returns `(x_train, y_train), (x_test, y_test)`; see the module docstring."""
     if source not in SOURCES:
@@ -94,6 +107,8 @@ def load_data(source="auto", path=None):
         return load_idx(path)
     if source == "embedded":
         return load_embedded()
+    if source == "tfds":
+        return _load_tfds()
     import keras
 
     try:
