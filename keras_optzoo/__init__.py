@@ -4,9 +4,10 @@ Every optimizer is a real `keras.optimizers.Optimizer` subclass written in
 `keras.ops`, so the same code runs on the TensorFlow, JAX and PyTorch backends.
 """
 
-from keras_optzoo import callbacks, optimizers, tasks
+from keras_optzoo import callbacks, curvature, optimizers, tasks
+from keras_optzoo.curvature import with_curvature
 from keras_optzoo.optimizers import *  # noqa: F403  (the classes and `get`)
 
 __version__ = "0.1.0"
 
-__all__ = ["callbacks", "optimizers", "tasks", *optimizers.__all__]
+__all__ = ["callbacks", "curvature", "optimizers", "tasks", "with_curvature", *optimizers.__all__]

@@ -51,7 +51,7 @@ def main(argv):
         verdict = "ok" if code == 0 else f"FAILED (pytest exit {code})"
         print(f"  {backend:<11} {verdict:<28} {seconds:6.1f} s")
     ok = all(code == 0 for code, _ in status.values())
-    print(f"all backends: {totals['passed']} passed, {totals['failed']} failed, {totals['skipped']} skipped")
+    print(f"total: {totals['passed']} passed, {totals['failed']} failed, {totals['skipped']} skipped")
     return 0 if ok else 1
 
 

@@ -2,7 +2,8 @@
 
 from keras_optzoo.optimizers.adam import AMSGrad, Adam, AdamW
 from keras_optzoo.optimizers.adaptive import Adagrad, RMSprop
-from keras_optzoo.optimizers.registry import ALL_OPTIMIZERS, get
+from keras_optzoo.optimizers.registry import ALL_OPTIMIZERS, FIRST_ORDER, SECOND_ORDER, get
+from keras_optzoo.optimizers.second_order import AdaHessian, Hybrid, Newton, SophiaH
 from keras_optzoo.optimizers.sgd import SGD, Momentum, Nesterov
 
 __all__ = [
@@ -14,6 +15,12 @@ __all__ = [
     "Adam",
     "AMSGrad",
     "AdamW",
+    "Newton",
+    "Hybrid",
+    "AdaHessian",
+    "SophiaH",
     "ALL_OPTIMIZERS",
+    "FIRST_ORDER",
+    "SECOND_ORDER",
     "get",
 ]

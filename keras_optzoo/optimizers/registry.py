@@ -4,9 +4,12 @@ import keras
 
 from keras_optzoo.optimizers.adam import AMSGrad, Adam, AdamW
 from keras_optzoo.optimizers.adaptive import Adagrad, RMSprop
+from keras_optzoo.optimizers.second_order import AdaHessian, Hybrid, Newton, SophiaH
 from keras_optzoo.optimizers.sgd import SGD, Momentum, Nesterov
 
-ALL_OPTIMIZERS = (SGD, Momentum, Nesterov, Adagrad, RMSprop, Adam, AMSGrad, AdamW)
+FIRST_ORDER = (SGD, Momentum, Nesterov, Adagrad, RMSprop, Adam, AMSGrad, AdamW)
+SECOND_ORDER = (Newton, Hybrid, AdaHessian, SophiaH)
+ALL_OPTIMIZERS = FIRST_ORDER + SECOND_ORDER
 
 # Lower-case names and the seeds' abbreviations. GD and mini-batch GD are SGD
 # run with another batch size (see `SGD`), so they name the same class.
@@ -16,6 +19,7 @@ _ALIASES = {
     "minibatch": SGD,
     "mini_batch": SGD,
     "nag": Nesterov,
+    "sophia": SophiaH,
 }
 
 

@@ -1,0 +1,27 @@
+"""The only place that imports tensorflow, jax or torch.
+
+Each backend module provides:
+- `loss_and_hvp(model, loss_fn, x, y)`: the scalar training loss (with the
+  model's regularization losses), its gradients and an HVP oracle at (x, y);
+- `rademacher(variables, seed, step)`: +-1 probes shaped like `variables`;
+- `train_step`: the `train_step` of `keras_optzoo.with_curvature` models.
+"""
+
+import keras
+
+_NAME = keras.backend.backend()
+if _NAME == "tensorflow":
+    from keras_optzoo.backend import tensorflow as impl
+elif _NAME == "jax":
+    from keras_optzoo.backend import jax as impl
+elif _NAME == "torch":
+    from keras_optzoo.backend import torch as impl
+else:
+    raise ImportError(
+        f"keras_optzoo supports the tensorflow, jax and torch Keras backends; "
+        f"KERAS_BACKEND is {_NAME!r}. Set KERAS_BACKEND to one of those."
+    )
+
+loss_and_hvp = impl.loss_and_hvp
+rademacher = impl.rademacher
+train_step = impl.train_step

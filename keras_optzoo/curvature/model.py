@@ -1,0 +1,70 @@
+"""`with_curvature(model)`: a model whose `fit` feeds Hessian information to
+second-order optimizers."""
+
+import keras
+
+from keras_optzoo import backend
+
+
+@keras.saving.register_keras_serializable(package="keras_optzoo")
+class CurvatureModel(keras.Model):
+    """Wraps `model` (sharing its layers and weights) and, when the compiled
+    optimizer is a second-order keras_optzoo optimizer, computes what it asks
+    for (Hutchinson diagonal or a Newton-CG direction) every
+    `hessian_update_interval` steps inside the backend's `train_step`
+    (XLA-compatible on TensorFlow and JAX). With a first-order optimizer it
+    trains exactly like `model`."""
+
+    def __init__(self, model, **kwargs):
+        super().__init__(**kwargs)
+        self.model = model
+
+    def call(self, inputs, training=None):
+        return self.model(inputs, training=training)
+
+    def train_step(self, *args):
+        if getattr(self.optimizer, "curvature_kind", None) is None:
+            return super().train_step(*args)
+        if not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+        return backend.train_step(self, *args)
+
+    def build(self, input_shape=None):
+        if not self.model.built and input_shape is not None:
+            self.model.build(input_shape)
+        self.built = True
+
+    def get_config(self):
+        config = super().get_config()
+        config["model"] = keras.saving.serialize_keras_object(self.model)
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        model = keras.saving.deserialize_keras_object(config.pop("model"), custom_objects=custom_objects)
+        return cls(model, **config)
+
+
+def with_curvature(model):
+    """Returns a model sharing `model`'s layers and weights whose `fit` supplies
+    Hessian information to second-order optimizers (Newton, Hybrid, AdaHessian,
+    SophiaH). If `model` is compiled, the wrapper is compiled the same way.
+
+        model = keras_optzoo.with_curvature(model)
+        model.compile(optimizer=keras_optzoo.Hybrid(), loss="sparse_categorical_crossentropy")
+        model.fit(x, y)
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
+    if isinstance(model, CurvatureModel):
+        return model
+    wrapped = CurvatureModel(model, name=f"{model.name}_with_curvature")
+    if model.built:
+        wrapped.built = True
+    if getattr(model, "compiled", False) and model.optimizer is not None:
+        wrapped.compile(
+            optimizer=model.optimizer, loss=model.loss,
+            metrics=getattr(model, "_compile_metrics", None) and model._compile_metrics._user_metrics,
+        )
+    return wrapped

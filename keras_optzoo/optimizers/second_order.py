@@ -1,0 +1,277 @@
+"""Second-order optimizers: Newton, the seed-000 Hybrid method, AdaHessian and
+Sophia-H. They need Hessian information, which Keras's `apply(grads, vars)`
+does not carry: train with `keras_optzoo.with_curvature(model)`, whose train
+step writes the estimate into the optimizer's `curvature` slots before
+`apply` (every `hessian_update_interval` steps)."""
+
+from keras import ops
+
+from keras_optzoo import _validation
+from keras_optzoo.optimizers._base import OptzooOptimizer, register
+
+WRAP_MESSAGE = (
+    "{name} is a second-order optimizer and needs Hessian information, which a plain "
+    "keras.Model does not compute. Wrap the model: `model = keras_optzoo.with_curvature(model)` "
+    "before `compile`/`fit` (or, in a custom loop, call `optimizer.set_curvature(values)` "
+    "before `apply`)."
+)
+
+
+class SecondOrderOptimizer(OptzooOptimizer):
+    """Holds the curvature input (one `curvature` slot per variable) and the
+    settings of its estimation.
+
+    Args (shared):
+        hessian_update_interval: k >= 1; the estimate is recomputed when
+            `iterations % k == 0` and reused in between.
+        num_probes: Rademacher probes per Hutchinson estimate (>= 1).
+        seed: seed of the probes (probe i at step t is a function of seed, i, t).
+    """
+
+    curvature_kind = "diagonal"
+    _curvature_hyperparameters = ("hessian_update_interval", "num_probes", "seed")
+
+    def __init__(self, learning_rate, hessian_update_interval=1, num_probes=1, seed=0, **kwargs):
+        if kwargs.get("gradient_accumulation_steps"):
+            raise ValueError(
+                f"`gradient_accumulation_steps` is not supported by {type(self).__name__}: the Hessian "
+                "estimate is of one batch. Use a larger batch instead."
+            )
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.hessian_update_interval = _validation.integer("hessian_update_interval", hessian_update_interval, low=1)
+        self.num_probes = _validation.integer("num_probes", num_probes, low=1)
+        self.seed = _validation.integer("seed", seed, low=0)
+        self.curvature_supplied = False
+        self._hyperparameters = self._curvature_hyperparameters + type(self)._hyperparameters
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._curvature = [self.add_variable_from_reference(v, "curvature") for v in var_list]
+
+    def curvature_slots(self):
+        return list(self._curvature)
+
+    def set_curvature(self, values):
+        """Sets the curvature input by hand (custom loops): a list shaped like the variables."""
+        for slot, value in zip(self._curvature, values):
+            slot.assign(ops.cast(value, slot.dtype))
+        self.curvature_supplied = True
+
+    def apply(self, grads, trainable_variables=None):
+        if not self.curvature_supplied:
+            raise RuntimeError(WRAP_MESSAGE.format(name=type(self).__name__))
+        return super().apply(grads, trainable_variables)
+
+    def _refresh_count(self, dtype):
+        """How many estimates have been made up to this step (1-based step t):
+        floor((t - 1) / k) + 1."""
+        t = ops.cast(self.iterations, "int32")
+        return ops.cast(ops.floor_divide(t, self.hessian_update_interval) + 1, dtype)
+
+    def _is_refresh(self, dtype):
+        t = ops.cast(self.iterations, "int32")
+        return ops.cast(ops.equal(ops.mod(t, self.hessian_update_interval), 0), dtype)
+
+
+@register
+class Newton(SecondOrderOptimizer):
+    """Damped Newton's method (seed 000, section 4.2: theta -= lr H^-1 g).
+
+    `method="diagonal"`: H is replaced by its Hutchinson diagonal D,
+
+        theta <- theta - lr * g / (|D| + damping)
+
+    `method="cg"`: Hessian-free truncated Newton; the direction p solves
+    (H + damping I) p = g by `cg_iterations` conjugate-gradient steps from
+    p = 0 (each one HVP; stopped early at a direction of non-positive
+    curvature), then
+
+        theta <- theta - lr * p
+
+    The CG direction is recomputed every step (`hessian_update_interval` must
+    be 1). Defaults: lr 1.0 (a full Newton step), damping 1e-3.
+
+    {{base_kwargs}}
+    """
+
+    _hyperparameters = ("method", "damping", "cg_iterations")
+
+    def __init__(self, learning_rate=1.0, method="diagonal", damping=1e-3, cg_iterations=10, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.method = _validation.choice("method", method, ("diagonal", "cg"))
+        self.damping = _validation.positive("damping", damping)
+        self.cg_iterations = _validation.integer("cg_iterations", cg_iterations, low=1)
+        self.curvature_kind = "diagonal" if self.method == "diagonal" else "newton_cg"
+        if self.method == "cg" and self.hessian_update_interval != 1:
+            raise ValueError(
+                "`hessian_update_interval` must be 1 with method='cg' (the CG direction depends on "
+                f"the current gradient); received {self.hessian_update_interval}."
+            )
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype)
+        c = self._curvature[self._get_variable_index(variable)]
+        if self.method == "cg":
+            self.assign_sub(variable, ops.multiply(c, lr))
+            return
+        g = ops.cast(gradient, variable.dtype)
+        self.assign_sub(variable, ops.divide(ops.multiply(g, lr), ops.add(ops.abs(c), self.damping)))
+
+
+@register
+class Hybrid(SecondOrderOptimizer):
+    """Seed 000's proposed method (section 5), made precise.
+
+    With g the mini-batch gradient of the L2-regularized loss and D the
+    Hutchinson estimate of diag(H) (refreshed every k steps, r refreshes so
+    far, t the step):
+
+        g <- g + l2 * theta,  D <- D + l2          (5.4: L2, coupled, in g and H)
+        m <- beta_1 m + (1 - beta_1) g             (5.1: momentum, EMA form)
+        v <- beta_2 v + (1 - beta_2) g^2           (5.2: per-parameter adaptive rate)
+        h <- beta_3 h + (1 - beta_3) |D|           (5.2: Hessian information; on refresh steps)
+        m_hat = m / (1 - beta_1^t), v_hat = v / (1 - beta_2^t), h_hat = h / (1 - beta_3^r)
+        theta <- theta - lr * m_hat / (max(sqrt(v_hat), h_hat) + epsilon)
+
+    Why: 5.1 asks for an EMA momentum (seed 000's own equation); 5.2 asks for
+    both a gradient-based per-parameter rate and H^-1. The denominator takes
+    the larger of the two: in flat or noisy directions (h_hat < sqrt(v_hat))
+    the step is Adam's, in sharp directions it is a Newton step on the
+    momentum, lr * m_hat / h_hat, which is shorter. So Hybrid never steps
+    further than Adam would, and |D| with an EMA keeps H^-1 positive and
+    smooth, avoiding Newton's blow-ups at saddles (seed 000, 4.2). 5.3
+    (mini-batches) is how `fit` feeds it; 5.4's adaptive stopping is
+    `keras_optzoo.callbacks.AdaptiveStopping`.
+
+    Defaults: lr 0.001, betas 0.9 / 0.999 / 0.99, epsilon 1e-7, l2 0 (use
+    `weight_decay` for decoupled decay instead), interval 1.
+
+    {{base_kwargs}}
+    """
+
+    _hyperparameters = ("beta_1", "beta_2", "beta_3", "epsilon", "l2")
+    _slot_names = ("momentum", "velocity", "hessian")
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, beta_3=0.99, epsilon=1e-7, l2=0.0, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        v = _validation
+        self.beta_1, self.beta_2, self.beta_3 = (
+            v.unit_interval("beta_1", beta_1), v.unit_interval("beta_2", beta_2), v.unit_interval("beta_3", beta_3)
+        )
+        self.epsilon = v.positive("epsilon", epsilon)
+        self.l2 = v.non_negative("l2", l2)
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        lr = ops.cast(learning_rate, dtype)
+        g = ops.add(ops.cast(gradient, dtype), ops.multiply(variable, self.l2))
+        d = ops.abs(ops.add(self._curvature[self._get_variable_index(variable)], self.l2))
+        m, v, h = (self._slot(n, variable) for n in ("momentum", "velocity", "hessian"))
+        self._ema(m, g, self.beta_1)
+        self._ema(v, ops.square(g), self.beta_2)
+        refresh = self._is_refresh(dtype)
+        self._ema(h, d, 1.0 - refresh * (1.0 - self.beta_3))  # decay 1 (no change) between refreshes
+        m_hat = m / self._bias_correction(self.beta_1, dtype)
+        v_hat = v / self._bias_correction(self.beta_2, dtype)
+        h_hat = h / (1.0 - ops.power(ops.cast(self.beta_3, dtype), self._refresh_count(dtype)))
+        denom = ops.add(ops.maximum(ops.sqrt(v_hat), h_hat), self.epsilon)
+        self.assign_sub(variable, ops.divide(ops.multiply(m_hat, lr), denom))
+
+
+def spatial_average(d):
+    """AdaHessian's spatial averaging of |D| for convolution kernels. Keras lays
+    kernels out as kernel_size + (in_channels, filters), so the average runs
+    over the leading ndim - 2 axes (torch's layout would be the trailing ones)."""
+    rank = len(d.shape)
+    if rank <= 2:
+        return d
+    return ops.mean(d, axis=tuple(range(rank - 2)), keepdims=True) * ops.ones_like(d)
+
+
+@register
+class AdaHessian(SecondOrderOptimizer):
+    """AdaHessian (Yao et al., AAAI 2021).
+
+        D_s = spatial_average(|D|)                  (conv kernels; see `spatial_average`)
+        m <- beta_1 m + (1 - beta_1) g
+        v <- beta_2 v + (1 - beta_2) D_s^2          (on refresh steps)
+        theta <- theta - lr * (m / (1 - beta_1^t)) / ((sqrt(v / (1 - beta_2^r)))^hessian_power + epsilon)
+
+    with r the number of refreshes so far. Weight decay, if any, is Keras's
+    decoupled `weight_decay` (the reference implementation's AdamW-style decay).
+    Defaults are the paper's: lr 0.15, betas 0.9 / 0.999, epsilon 1e-4,
+    hessian_power 1, interval 1.
+
+    {{base_kwargs}}
+    """
+
+    _hyperparameters = ("beta_1", "beta_2", "epsilon", "hessian_power")
+    _slot_names = ("momentum", "velocity")
+
+    def __init__(self, learning_rate=0.15, beta_1=0.9, beta_2=0.999, epsilon=1e-4, hessian_power=1.0, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        v = _validation
+        self.beta_1, self.beta_2 = v.unit_interval("beta_1", beta_1), v.unit_interval("beta_2", beta_2)
+        self.epsilon = v.positive("epsilon", epsilon)
+        self.hessian_power = v.number("hessian_power", hessian_power, low=0.0, high=1.0, low_open=True)
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        lr = ops.cast(learning_rate, dtype)
+        g = ops.cast(gradient, dtype)
+        d = spatial_average(ops.abs(self._curvature[self._get_variable_index(variable)]))
+        m, v = self._slot("momentum", variable), self._slot("velocity", variable)
+        self._ema(m, g, self.beta_1)
+        self._ema(v, ops.square(d), 1.0 - self._is_refresh(dtype) * (1.0 - self.beta_2))
+        c1 = self._bias_correction(self.beta_1, dtype)
+        c2 = 1.0 - ops.power(ops.cast(self.beta_2, dtype), self._refresh_count(dtype))
+        denom = ops.add(ops.power(ops.sqrt(v / c2), self.hessian_power), self.epsilon)
+        self.assign_sub(variable, ops.divide(ops.multiply(m, lr / c1), denom))
+
+
+@register
+class SophiaH(SecondOrderOptimizer):
+    """Sophia with the Hutchinson estimator (Liu et al., 2023).
+
+        m <- beta_1 m + (1 - beta_1) g
+        h <- beta_2 h + (1 - beta_2) D              (on refresh steps, every k)
+        theta <- theta - lr * clip(m / max(gamma * h, epsilon), -1, 1)
+
+    Each estimate is used in the step that computes it (one widely used
+    implementation folds it in only at the next refresh, k - 1 steps stale, and
+    divides by epsilon until then). h starts at zero and is not bias-corrected
+    (as in the paper), so early steps are clipped sign steps of size lr. With
+    interval k, h's EMA advances once per k steps: its per-step decay is
+    beta_2^(1/k) (0.99 at k = 10 is 0.999 per step; horizon k / (1 - beta_2)
+    = 1,000 steps). Weight decay: Keras's decoupled `weight_decay`.
+
+    Defaults: betas 0.965 / 0.99 and interval 10 as in the paper; gamma
+    (`rho` in the paper's code) 0.01, epsilon 1e-12; lr 1e-3 and no weight
+    decay (the paper's 2e-4 / 0.1 are for GPT-2 pre-training).
+
+    {{base_kwargs}}
+    """
+
+    _hyperparameters = ("beta_1", "beta_2", "gamma", "epsilon")
+    _slot_names = ("momentum", "hessian")
+
+    def __init__(self, learning_rate=1e-3, beta_1=0.965, beta_2=0.99, gamma=0.01, epsilon=1e-12,
+                 hessian_update_interval=10, **kwargs):
+        super().__init__(learning_rate=learning_rate, hessian_update_interval=hessian_update_interval, **kwargs)
+        v = _validation
+        self.beta_1, self.beta_2 = v.unit_interval("beta_1", beta_1), v.unit_interval("beta_2", beta_2)
+        self.gamma = v.positive("gamma", gamma)
+        self.epsilon = v.positive("epsilon", epsilon)
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        lr = ops.cast(learning_rate, dtype)
+        g = ops.cast(gradient, dtype)
+        m, h = self._slot("momentum", variable), self._slot("hessian", variable)
+        self._ema(m, g, self.beta_1)
+        d = self._curvature[self._get_variable_index(variable)]
+        self._ema(h, d, 1.0 - self._is_refresh(dtype) * (1.0 - self.beta_2))
+        ratio = ops.divide(m, ops.maximum(ops.multiply(h, self.gamma), self.epsilon))
+        self.assign_sub(variable, ops.multiply(ops.clip(ratio, -1.0, 1.0), lr))
