@@ -33,7 +33,7 @@ def rademacher(variables, seed, step):
 
 
 def train_step(model, state, data):
-    opt = model.optimizer
+    opt = model.optimizer  # built by Keras's JAX trainer before the first step
     trainable, non_trainable, opt_values, metrics_values = state
     x, y, sample_weight = _steps.unpack(data)
 

@@ -51,7 +51,6 @@ def rademacher(variables, seed, step):
 def train_step(model, data):
     opt = model.optimizer
     x, y, sample_weight = _steps.unpack(data)
-    variables = model.trainable_weights
 
     def loss_of():
         y_pred = model(x, training=True)
@@ -61,6 +60,9 @@ def train_step(model, data):
         loss, y_pred = loss_of()
         model._loss_tracker.update_state(loss, sample_weight=tf.shape(next(i for i in keras.tree.flatten(x) if i is not None))[0])
         scaled = opt.scale_loss(loss)
+    variables = model.trainable_weights  # after the forward pass, which builds a subclassed model
+    if not opt.built:
+        opt.build(variables)
     grads = tape.gradient(scaled, variables)
     slots = opt.curvature_slots()
     new = _steps.refreshed_curvature(

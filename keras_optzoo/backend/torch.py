@@ -45,6 +45,8 @@ def train_step(model, data):
     model._loss_tracker.update_state(loss, sample_weight=_steps.batch_size(x))
     scaled = opt.scale_loss(loss)
     variables = model.trainable_weights[:]
+    if not opt.built:
+        opt.build(variables)
     params = [v.value for v in variables]
     step = int(opt.iterations)
     if step % opt.hessian_update_interval == 0:

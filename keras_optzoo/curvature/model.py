@@ -18,6 +18,8 @@ class CurvatureModel(keras.Model):
     def __init__(self, model, **kwargs):
         super().__init__(**kwargs)
         self.model = model
+        if model.built:  # so that loading builds the optimizer and restores its state
+            self.built = True
 
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)
@@ -25,8 +27,6 @@ class CurvatureModel(keras.Model):
     def train_step(self, *args):
         if getattr(self.optimizer, "curvature_kind", None) is None:
             return super().train_step(*args)
-        if not self.optimizer.built:
-            self.optimizer.build(self.trainable_variables)
         return backend.train_step(self, *args)
 
     def build(self, input_shape=None):
@@ -60,8 +60,6 @@ def with_curvature(model):
     if isinstance(model, CurvatureModel):
         return model
     wrapped = CurvatureModel(model, name=f"{model.name}_with_curvature")
-    if model.built:
-        wrapped.built = True
     if getattr(model, "compiled", False) and model.optimizer is not None:
         wrapped.compile(
             optimizer=model.optimizer, loss=model.loss,
