@@ -11,7 +11,8 @@ import sys
 
 BACKENDS = ("tensorflow", "jax", "torch")
 TASKS = ("mnist", "karate")
-OPTIMIZERS = ("gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "amsgrad", "adamw")
+OPTIMIZERS = ("gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "amsgrad", "adamw",
+              "newton", "newton_cg", "hybrid", "adahessian", "sophiah")
 REGULARIZATIONS = ("none", "l1", "l2", "dropout")
 # Seed 001's settings: lr 0.01 for every optimizer, batch 64, 10 epochs (MNIST).
 DEFAULTS = {"mnist": {"epochs": 10, "batch_size": 64}, "karate": {"epochs": 100, "batch_size": 16}}
@@ -64,7 +65,8 @@ def build_parser():
     )
     p.add_argument("--task", choices=("mnist", "karate", "all"), default="all")
     p.add_argument("--optimizers", type=_choices("--optimizers", OPTIMIZERS), default=list(OPTIMIZERS),
-                   help="comma-separated; gd = full-batch SGD, sgd = mini-batch SGD (default: all)")
+                   help="comma-separated; gd = full-batch SGD, sgd = mini-batch SGD; newton (diagonal), "
+                        "newton_cg, hybrid, adahessian, sophiah are second order (default: all)")
     p.add_argument("--epochs", type=_positive_int("--epochs"), help="default: mnist 10, karate 100")
     p.add_argument("--batch-size", type=_positive_int("--batch-size"), help="default: mnist 64, karate 16")
     p.add_argument("--lr", type=_positive_float, default=0.01, help="learning rate for every optimizer (0.01)")

@@ -10,7 +10,9 @@ from keras_optzoo.bench import DEFAULTS, QUICK
 from keras_optzoo.callbacks import AdaptiveStopping
 from keras_optzoo.tasks import karate, mnist
 
-# Benchmark name -> (optimizer class, label). "gd" is SGD on the full batch.
+# Benchmark name -> (optimizer factory taking the learning rate, label). "gd" is
+# SGD on the full batch. The second-order ones train through with_curvature;
+# Newton's damping is 1.0 (a step of at most lr * |g| where curvature is ~0).
 NAMED = {
     "gd": (kz.SGD, "GD (full batch)"),
     "sgd": (kz.SGD, "SGD (mini-batch)"),
@@ -21,6 +23,11 @@ NAMED = {
     "adam": (kz.Adam, "Adam"),
     "amsgrad": (kz.AMSGrad, "AMSGrad"),
     "adamw": (kz.AdamW, "AdamW"),
+    "newton": (lambda lr: kz.Newton(lr, damping=1.0, num_probes=2), "Newton (diagonal)"),
+    "newton_cg": (lambda lr: kz.Newton(lr, method="cg", damping=1.0, cg_iterations=5), "Newton-CG"),
+    "hybrid": (kz.Hybrid, "Hybrid (seed 000)"),
+    "adahessian": (kz.AdaHessian, "AdaHessian"),
+    "sophiah": (kz.SophiaH, "Sophia-H"),
 }
 
 
@@ -79,9 +86,11 @@ def _one_run(spec, data, args):
         x_train, y_train, x_test, y_test = (split[k] for k in ("x_train", "y_train", "x_test", "y_test"))
         model = karate.build_model(args.karate_model, split)
         loss, metrics, model_name = karate.LOSS, ["accuracy", keras.metrics.AUC(name="auc")], args.karate_model
-    cls = NAMED[spec["optimizer"]][0]
+    optimizer = NAMED[spec["optimizer"]][0](spec["learning_rate"])
+    if isinstance(optimizer, kz.optimizers.SECOND_ORDER):
+        model = kz.with_curvature(model)
     batch_size = len(x_train) if spec["optimizer"] == "gd" else spec["batch_size"]
-    model.compile(optimizer=cls(learning_rate=spec["learning_rate"]), loss=loss, metrics=metrics)
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
     timer = EpochTimer()
     callbacks = [timer]
     stopper = None
@@ -129,7 +138,7 @@ def run_all(args):
         converge = f", converged at epoch {row['epochs_to_converge']}" if row["epochs_to_converge"] else ""
         auc = f", auc {row['test_auc']:.3f}" if row["test_auc"] is not None else ""
         print(
-            f"\n{row['task']:<6} {row['regularization']:<7} {NAMED[row['optimizer']][1]:<17} seed {row['seed']}: "
+            f"\n{row['task']:<6} {row['regularization']:<7} {NAMED[row['optimizer']][1]:<18} seed {row['seed']}: "
             f"loss {row['final_train_loss']:.4f} / val {row['final_val_loss']:.4f}, "
             f"acc {row['test_accuracy']:.4f}{auc}, {row['time_per_epoch_s']:.2f} s/epoch{converge}"
         )
