@@ -1,0 +1,81 @@
+"""Logs Hessian spectrum statistics during training."""
+
+import numpy as np
+
+import keras
+
+from keras_optzoo import _validation, curvature
+
+
+class CurvatureLogger(keras.callbacks.Callback):
+    """Every `every` epochs (or steps, with `unit="step"`), on a fixed probe
+    batch `(x, y)`, writes into `logs`:
+
+    - `hessian_top_eig_1` ... `hessian_top_eig_k`: the k largest Hessian
+      eigenvalues (Lanczos, `lanczos_iterations` HVPs);
+    - `hessian_trace`: Hutchinson's trace estimate (`num_probes` HVPs);
+    - `grad_norm`: the gradient norm on the probe batch;
+    - `eos_ratio`: top eigenvalue / (2 / learning_rate), the edge-of-stability
+      indicator (1 is where gradient descent stops being stable).
+
+    Because the values go into `logs`, `History`, `CSVLogger` and
+    `TensorBoard` record them with no extra code (place this callback before
+    them in the list). On epochs it skips, the keys are absent.
+
+    Cost per call: `lanczos_iterations + num_probes` Hessian-vector products
+    (each about two backward passes) on the probe batch, plus one gradient.
+    The loss is `loss_fn` (default: the model's compiled loss; a Keras loss
+    name or callable) plus the model's regularization losses, at
+    training=False.
+    """
+
+    def __init__(self, x, y, loss_fn=None, k=1, num_probes=10, lanczos_iterations=20, every=1,
+                 unit="epoch", seed=0):
+        super().__init__()
+        self.x, self.y = x, y
+        self.loss_fn = loss_fn
+        self.k = _validation.integer("k", k, low=1)
+        self.num_probes = _validation.integer("num_probes", num_probes, low=1)
+        self.lanczos_iterations = _validation.integer("lanczos_iterations", lanczos_iterations, low=self.k)
+        self.every = _validation.integer("every", every, low=1)
+        self.unit = _validation.choice("unit", unit, ("epoch", "step"))
+        self.seed = seed
+        self._step = 0
+
+    def _loss(self):
+        if self.loss_fn is not None:
+            return self.loss_fn
+        loss = getattr(self.model, "loss", None)
+        if loss is None:
+            raise ValueError("CurvatureLogger needs `loss_fn`, or a model compiled with a loss.")
+        if isinstance(loss, str):
+            return loss
+        if isinstance(loss, keras.losses.Loss) or callable(loss):
+            fn = keras.losses.get(loss) if not isinstance(loss, keras.losses.Loss) else loss
+            return lambda y_true, y_pred: keras.ops.mean(fn(y_true, y_pred))
+        raise ValueError(f"Cannot use the compiled loss {loss!r}; pass `loss_fn`.")
+
+    def measure(self):
+        """The statistics now, as a dict (what goes into `logs`)."""
+        model = self.model.model if isinstance(self.model, curvature.CurvatureModel) else self.model
+        loss_fn = self._loss()
+        eigs = curvature.top_eigenvalues(model, loss_fn, self.x, self.y, k=self.k,
+                                         iterations=self.lanczos_iterations, seed=self.seed)
+        trace = curvature.hutchinson_trace(model, loss_fn, self.x, self.y, num_probes=self.num_probes, seed=self.seed)
+        from keras_optzoo import backend
+
+        _, grads, _ = backend.loss_and_hvp(model, curvature._loss(loss_fn), self.x, self.y)
+        grad_norm = float(np.sqrt(sum(np.sum(np.square(keras.ops.convert_to_numpy(g))) for g in grads)))
+        lr = float(keras.ops.convert_to_numpy(self.model.optimizer._get_current_learning_rate()))
+        out = {f"hessian_top_eig_{i + 1}": float(e) for i, e in enumerate(eigs)}
+        out.update(hessian_trace=trace, grad_norm=grad_norm, eos_ratio=float(eigs[0]) * lr / 2.0)
+        return out
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.unit == "epoch" and (epoch + 1) % self.every == 0 and logs is not None:
+            logs.update(self.measure())
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        if self.unit == "step" and self._step % self.every == 0 and logs is not None:
+            logs.update(self.measure())

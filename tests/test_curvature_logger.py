@@ -1,0 +1,80 @@
+"""CurvatureLogger against the exact Hessian, its keys in History and
+CSVLogger, and every optimizer following a learning-rate schedule."""
+
+import csv
+
+import numpy as np
+import pytest
+
+import keras
+import keras_optzoo as kz
+from test_curvature import _data, _exact_hessian, _mlp
+
+
+def test_logged_eigenvalues_and_trace_match_numpy(tmp_path):
+    model = _mlp()
+    x, y = _data()
+    model.compile(optimizer=kz.SGD(0.1), loss="sparse_categorical_crossentropy")
+    logger = kz.callbacks.CurvatureLogger(x, y, k=2, num_probes=400, lanczos_iterations=31)
+    path = tmp_path / "log.csv"
+    history = model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False,
+                        callbacks=[logger, keras.callbacks.CSVLogger(str(path))])
+    hess, _ = _exact_hessian(model, x, y)  # at the final weights, where the last row was logged
+    eig = np.sort(np.linalg.eigvalsh(hess))[::-1]
+    h = history.history
+    np.testing.assert_allclose([h["hessian_top_eig_1"][-1], h["hessian_top_eig_2"][-1]], eig[:2], rtol=1e-3, atol=1e-5)
+    assert abs(h["hessian_trace"][-1] - np.trace(hess)) < 0.1 * abs(np.trace(hess))
+    np.testing.assert_allclose(h["eos_ratio"][-1], eig[0] * 0.1 / 2, rtol=1e-3)
+    assert h["grad_norm"][-1] > 0
+    rows = list(csv.DictReader(open(path)))
+    assert len(rows) == 2
+    for key in ("hessian_top_eig_1", "hessian_top_eig_2", "hessian_trace", "grad_norm", "eos_ratio"):
+        assert key in rows[0] and np.isfinite(float(rows[-1][key]))
+
+
+def test_every_n_steps_and_bad_arguments():
+    model = _mlp()
+    x, y = _data()
+    model.compile(optimizer=kz.Adam(0.01), loss="sparse_categorical_crossentropy")
+    seen = []
+
+    class Spy(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append("hessian_trace" in logs)
+
+    logger = kz.callbacks.CurvatureLogger(x, y, every=3, unit="step", num_probes=2, lanczos_iterations=4)
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=[logger, Spy()])
+    assert seen == [(i + 1) % 3 == 0 for i in range(8)]
+    for kwargs, word in [({"every": 0}, "every"), ({"k": 0}, "k"), ({"num_probes": -1}, "num_probes"),
+                         ({"unit": "batch"}, "unit"), ({"k": 5, "lanczos_iterations": 3}, "lanczos_iterations")]:
+        with pytest.raises(ValueError, match=word):
+            kz.callbacks.CurvatureLogger(x, y, **kwargs)
+
+
+def _schedule():
+    return keras.optimizers.schedules.PiecewiseConstantDecay([2, 4], [0.05, 0.02, 0.005])
+
+
+@pytest.mark.parametrize("cls", kz.optimizers.ALL_OPTIMIZERS, ids=lambda c: c.__name__)
+def test_every_optimizer_applies_the_schedule_value_at_each_step(cls):
+    """A scheduled run equals a run whose constant learning rate is set, before
+    each step, to the schedule's value at that step."""
+    rng = np.random.default_rng(0)
+    init = [rng.standard_normal(s).astype("float32") for s in [(3,), (2, 2)]]
+    steps = [[rng.standard_normal(v.shape).astype("float32") for v in init] for _ in range(6)]
+    curv = [[np.abs(rng.standard_normal(v.shape)).astype("float32") + 0.5 for v in init] for _ in range(6)]
+    schedule = _schedule()
+    runs = []
+    for scheduled in (True, False):
+        opt = cls(learning_rate=_schedule() if scheduled else 0.05)
+        variables = [keras.Variable(v) for v in init]
+        opt.build(variables)
+        for t, (g, d) in enumerate(zip(steps, curv)):
+            if not scheduled:
+                opt.learning_rate = float(keras.ops.convert_to_numpy(schedule(t)))
+            if hasattr(opt, "set_curvature"):
+                opt.set_curvature(d)
+            opt.apply([keras.ops.convert_to_tensor(a) for a in g], variables)
+        runs.append([keras.ops.convert_to_numpy(v) for v in variables])
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
