@@ -23,13 +23,23 @@ CONFIGURED = {
 }
 
 
+# Second-order optimizers: config round trips here; `.keras` files with their
+# state are tested through with_curvature in test_second_order.py.
+SECOND_ORDER = {
+    "Newton": lambda: kz.Newton(0.5, method="cg", damping=0.1, cg_iterations=4),
+    "Hybrid": lambda: kz.Hybrid(0.002, beta_3=0.9, l2=1e-4, hessian_update_interval=3, num_probes=2, seed=5),
+    "AdaHessian": lambda: kz.AdaHessian(0.1, hessian_power=0.5, weight_decay=1e-4),
+    "SophiaH": lambda: kz.SophiaH(3e-4, gamma=0.05, hessian_update_interval=7),
+}
+
+
 def _comparable(config):
     return {k: v for k, v in config.items() if k != "name"}
 
 
-@pytest.mark.parametrize("name", sorted(CONFIGURED))
+@pytest.mark.parametrize("name", sorted(CONFIGURED) + sorted(SECOND_ORDER))
 def test_get_config_round_trip(name):
-    opt = CONFIGURED[name]()
+    opt = {**CONFIGURED, **SECOND_ORDER}[name]()
     config = opt.get_config()
     clone = type(opt).from_config(copy.deepcopy(config))
     assert type(clone) is type(opt)
@@ -45,9 +55,9 @@ def test_get_config_round_trip(name):
     assert type(opt).from_config(copy.deepcopy(with_ema)).get_config()["ema_momentum"] == 0.9
 
 
-@pytest.mark.parametrize("name", sorted(CONFIGURED))
+@pytest.mark.parametrize("name", sorted(CONFIGURED) + sorted(SECOND_ORDER))
 def test_get_accepts_names_configs_and_instances(name):
-    opt = CONFIGURED[name]()
+    opt = {**CONFIGURED, **SECOND_ORDER}[name]()
     assert kz.get(opt) is opt
     assert type(kz.get(name.lower())) is type(opt)
     from_dict = kz.get({"class_name": name, "config": copy.deepcopy(opt.get_config())})
