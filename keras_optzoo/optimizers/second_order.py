@@ -166,8 +166,12 @@ class Hybrid(SecondOrderOptimizer):
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
-        g = ops.add(ops.cast(gradient, dtype), ops.multiply(variable, self.l2))
-        d = ops.abs(ops.add(self._curvature[self._get_variable_index(variable)], self.l2))
+        g = ops.cast(gradient, dtype)
+        d = self._curvature[self._get_variable_index(variable)]
+        if self.l2:  # skipped entirely at the default l2 = 0
+            g = ops.add(g, ops.multiply(variable, self.l2))
+            d = ops.add(d, self.l2)
+        d = ops.abs(d)
         m, v, h = (self._slot(n, variable) for n in ("momentum", "velocity", "hessian"))
         self._ema(m, g, self.beta_1)
         self._ema(v, ops.square(g), self.beta_2)
