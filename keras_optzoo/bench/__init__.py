@@ -17,6 +17,10 @@ REGULARIZATIONS = ("none", "l1", "l2", "dropout")
 # Seed 001's settings: lr 0.01 for every optimizer, batch 64, 10 epochs (MNIST).
 DEFAULTS = {"mnist": {"epochs": 10, "batch_size": 64}, "karate": {"epochs": 100, "batch_size": 16}}
 QUICK = {"mnist": {"epochs": 2, "train": 1000, "test": 500}, "karate": {"epochs": 5}}
+# --quick without --optimizers: one optimizer per family (GD, mini-batch SGD,
+# momentum, the Adam family, second order); all 14 take 70-120 s on 2 cores
+# with TensorFlow/JAX, mostly compiling 28 train steps.
+QUICK_OPTIMIZERS = ["gd", "sgd", "momentum", "adam", "hybrid"]
 
 
 def _positive_int(name):
@@ -64,9 +68,10 @@ def build_parser():
         description="Compare keras_optzoo optimizers on the seeds' MNIST and Karate experiments.",
     )
     p.add_argument("--task", choices=("mnist", "karate", "all"), default="all")
-    p.add_argument("--optimizers", type=_choices("--optimizers", OPTIMIZERS), default=list(OPTIMIZERS),
+    p.add_argument("--optimizers", type=_choices("--optimizers", OPTIMIZERS), default=None,
                    help="comma-separated; gd = full-batch SGD, sgd = mini-batch SGD; newton (diagonal), "
-                        "newton_cg, hybrid, adahessian, sophiah are second order (default: all)")
+                        "newton_cg, hybrid, adahessian, sophiah are second order (default: all; with "
+                        "--quick: gd,sgd,momentum,adam,hybrid)")
     p.add_argument("--epochs", type=_positive_int("--epochs"), help="default: mnist 10, karate 100")
     p.add_argument("--batch-size", type=_positive_int("--batch-size"), help="default: mnist 64, karate 16")
     p.add_argument("--lr", type=_positive_float, default=0.01, help="learning rate for every optimizer (0.01)")
@@ -81,7 +86,8 @@ def build_parser():
     p.add_argument("--data", default="auto",
                    help="MNIST source: auto (download, else the embedded 10k files), keras, embedded, or a directory of IDX files")
     p.add_argument("--out", default="optzoo-results", help="output directory (created)")
-    p.add_argument("--quick", action="store_true", help="tiny budget (tests, smoke runs)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny budget (tests, smoke runs): 1,000 MNIST images, 2 MNIST / 5 Karate epochs")
     p.add_argument("--backend", choices=BACKENDS, help="Keras backend (default: KERAS_BACKEND)")
     return p
 
@@ -101,6 +107,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.optimizers is None:
+        args.optimizers = list(QUICK_OPTIMIZERS if args.quick else OPTIMIZERS)
     _check_out(parser, args.out)
     if args.data not in ("auto", "keras", "embedded") and not os.path.isdir(args.data):
         parser.error(f"--data: {args.data!r} is not auto, keras, embedded or a directory")
