@@ -74,6 +74,10 @@ class SecondOrderOptimizer(OptzooOptimizer):
         t = ops.cast(self.iterations, "int32")
         return ops.cast(ops.equal(ops.mod(t, self.hessian_update_interval), 0), dtype)
 
+    def _ema_on_refresh(self, average, value, decay, dtype):
+        """An EMA step on refresh steps only (decay 1, no change, in between)."""
+        self._ema(average, value, 1.0 - self._is_refresh(dtype) * (1.0 - decay))
+
 
 @register
 class Newton(SecondOrderOptimizer):
@@ -175,8 +179,7 @@ class Hybrid(SecondOrderOptimizer):
         m, v, h = (self._slot(n, variable) for n in ("momentum", "velocity", "hessian"))
         self._ema(m, g, self.beta_1)
         self._ema(v, ops.square(g), self.beta_2)
-        refresh = self._is_refresh(dtype)
-        self._ema(h, d, 1.0 - refresh * (1.0 - self.beta_3))  # decay 1 (no change) between refreshes
+        self._ema_on_refresh(h, d, self.beta_3, dtype)
         m_hat = m / self._bias_correction(self.beta_1, dtype)
         v_hat = v / self._bias_correction(self.beta_2, dtype)
         h_hat = h / (1.0 - ops.power(ops.cast(self.beta_3, dtype), self._refresh_count(dtype)))
@@ -228,7 +231,7 @@ class AdaHessian(SecondOrderOptimizer):
         d = spatial_average(ops.abs(self._curvature[self._get_variable_index(variable)]))
         m, v = self._slot("momentum", variable), self._slot("velocity", variable)
         self._ema(m, g, self.beta_1)
-        self._ema(v, ops.square(d), 1.0 - self._is_refresh(dtype) * (1.0 - self.beta_2))
+        self._ema_on_refresh(v, ops.square(d), self.beta_2, dtype)
         c1 = self._bias_correction(self.beta_1, dtype)
         c2 = 1.0 - ops.power(ops.cast(self.beta_2, dtype), self._refresh_count(dtype))
         denom = ops.add(ops.power(ops.sqrt(v / c2), self.hessian_power), self.epsilon)
@@ -276,6 +279,6 @@ class SophiaH(SecondOrderOptimizer):
         m, h = self._slot("momentum", variable), self._slot("hessian", variable)
         self._ema(m, g, self.beta_1)
         d = self._curvature[self._get_variable_index(variable)]
-        self._ema(h, d, 1.0 - self._is_refresh(dtype) * (1.0 - self.beta_2))
+        self._ema_on_refresh(h, d, self.beta_2, dtype)
         ratio = ops.divide(m, ops.maximum(ops.multiply(h, self.gamma), self.epsilon))
         self.assign_sub(variable, ops.multiply(ops.clip(ratio, -1.0, 1.0), lr))
