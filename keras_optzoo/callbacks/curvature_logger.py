@@ -58,13 +58,11 @@ class CurvatureLogger(keras.callbacks.Callback):
     def measure(self):
         """The statistics now, as a dict (what goes into `logs`)."""
         model = self.model.model if isinstance(self.model, curvature.CurvatureModel) else self.model
-        loss_fn = self._loss()
-        eigs = curvature.top_eigenvalues(model, loss_fn, self.x, self.y, k=self.k,
-                                         iterations=self.lanczos_iterations, seed=self.seed)
-        trace = curvature.hutchinson_trace(model, loss_fn, self.x, self.y, num_probes=self.num_probes, seed=self.seed)
-        from keras_optzoo import backend
-
-        _, grads, _ = backend.loss_and_hvp(model, curvature._loss(loss_fn), self.x, self.y)
+        # One oracle for the eigenvalues, the trace and the gradient norm.
+        _, grads, oracle = curvature._oracle(model, self._loss(), self.x, self.y)
+        m = curvature._krylov_size(model, self.k, self.lanczos_iterations)
+        eigs = curvature._lanczos(oracle, model, self.k, m, self.seed)
+        trace = float(sum(np.sum(d) for d in curvature._hutchinson(oracle, model, self.num_probes, self.seed)))
         grad_norm = float(np.sqrt(sum(np.sum(np.square(keras.ops.convert_to_numpy(g))) for g in grads)))
         lr = float(keras.ops.convert_to_numpy(self.model.optimizer._get_current_learning_rate()))
         out = {f"hessian_top_eig_{i + 1}": float(e) for i, e in enumerate(eigs)}

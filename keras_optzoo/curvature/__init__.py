@@ -35,7 +35,7 @@ def _to_numpy(tensors):
 def hvp(model, loss_fn, x, y, vectors):
     """H @ v for each v in `vectors` (a list shaped like `model.trainable_variables`,
     or a list of such lists). Returns NumPy arrays in the same structure."""
-    _, _, oracle = backend.loss_and_hvp(model, _loss(loss_fn), x, y)
+    _, _, oracle = _oracle(model, loss_fn, x, y)
     single = len(vectors) > 0 and not isinstance(vectors[0], (list, tuple))
     sets = [vectors] if single else vectors
     out = [_to_numpy(oracle([keras.ops.convert_to_tensor(np.asarray(v, "float32")) for v in s])) for s in sets]
@@ -48,10 +48,12 @@ def _probes(model, num_probes, seed):
         yield [rng.choice(np.array([-1.0, 1.0], "float32"), size=tuple(v.shape)) for v in model.trainable_variables]
 
 
-def hutchinson_diagonal(model, loss_fn, x, y, num_probes=100, seed=0):
-    """diag(H) ~ mean over Rademacher z of z * (H z). NumPy arrays per variable."""
-    _validation.integer("num_probes", num_probes, low=1)
-    _, _, oracle = backend.loss_and_hvp(model, _loss(loss_fn), x, y)
+def _oracle(model, loss_fn, x, y):
+    """(loss, grads, hvp) at (x, y): one forward/gradient set-up, shared by every estimate."""
+    return backend.loss_and_hvp(model, _loss(loss_fn), x, y)
+
+
+def _hutchinson(oracle, model, num_probes, seed):
     total = None
     for z in _probes(model, num_probes, seed):
         est = [zi * hz for zi, hz in zip(z, _to_numpy(oracle([keras.ops.convert_to_tensor(a) for a in z])))]
@@ -59,23 +61,29 @@ def hutchinson_diagonal(model, loss_fn, x, y, num_probes=100, seed=0):
     return [t / num_probes for t in total]
 
 
+def hutchinson_diagonal(model, loss_fn, x, y, num_probes=100, seed=0):
+    """diag(H) ~ mean over Rademacher z of z * (H z). NumPy arrays per variable."""
+    _validation.integer("num_probes", num_probes, low=1)
+    return _hutchinson(_oracle(model, loss_fn, x, y)[2], model, num_probes, seed)
+
+
 def hutchinson_trace(model, loss_fn, x, y, num_probes=100, seed=0):
     """tr(H) ~ mean over Rademacher z of z^T H z."""
     return float(sum(np.sum(d) for d in hutchinson_diagonal(model, loss_fn, x, y, num_probes, seed)))
 
 
-def top_eigenvalues(model, loss_fn, x, y, k=1, iterations=None, seed=0):
-    """The k largest (algebraic) Hessian eigenvalues, by Lanczos with full
-    reorthogonalisation (a Krylov space of `iterations` HVPs, default
-    max(2k + 20, 30), capped at the parameter count). Descending order."""
+def _krylov_size(model, k, iterations):
+    """Validates k and returns the Lanczos space size."""
     k = _validation.integer("k", k, low=1)
-    shapes = [tuple(v.shape) for v in model.trainable_variables]
-    sizes = [int(np.prod(s)) for s in shapes]
-    n = sum(sizes)
+    n = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     if k > n:
         raise ValueError(f"`k` must be <= the number of trainable parameters ({n}); received {k}.")
-    m = min(n, iterations or max(2 * k + 20, 30))
-    _, _, oracle = backend.loss_and_hvp(model, _loss(loss_fn), x, y)
+    return min(n, iterations or max(2 * k + 20, 30))
+
+
+def _lanczos(oracle, model, k, m, seed):
+    shapes = [tuple(v.shape) for v in model.trainable_variables]
+    sizes = [int(np.prod(s)) for s in shapes]
 
     def matvec(flat):
         parts = np.split(flat.astype("float32"), np.cumsum(sizes)[:-1])
@@ -83,7 +91,7 @@ def top_eigenvalues(model, loss_fn, x, y, k=1, iterations=None, seed=0):
         return np.concatenate([h.ravel() for h in _to_numpy(oracle(vecs))])
 
     rng = np.random.default_rng(seed)
-    q = rng.standard_normal(n)
+    q = rng.standard_normal(sum(sizes))
     basis = [q / np.linalg.norm(q)]
     alphas, betas = [], []
     for j in range(m):
@@ -98,6 +106,14 @@ def top_eigenvalues(model, loss_fn, x, y, k=1, iterations=None, seed=0):
         basis.append(w / beta)
     t = np.diag(alphas) + np.diag(betas[: len(alphas) - 1], 1) + np.diag(betas[: len(alphas) - 1], -1)
     return np.sort(np.linalg.eigvalsh(t))[::-1][:k]
+
+
+def top_eigenvalues(model, loss_fn, x, y, k=1, iterations=None, seed=0):
+    """The k largest (algebraic) Hessian eigenvalues, by Lanczos with full
+    reorthogonalisation (a Krylov space of `iterations` HVPs, default
+    max(2k + 20, 30), capped at the parameter count). Descending order."""
+    m = _krylov_size(model, k, iterations)
+    return _lanczos(_oracle(model, loss_fn, x, y)[2], model, k, m, seed)
 
 
 __all__ = [
