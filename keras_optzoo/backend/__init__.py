@@ -4,7 +4,11 @@ Each backend module provides:
 - `loss_and_hvp(model, loss_fn, x, y)`: the scalar training loss (with the
   model's regularization losses), its gradients and an HVP oracle at (x, y);
 - `rademacher(variables, seed, step)`: +-1 probes shaped like `variables`;
-- `train_step`: the `train_step` of `keras_optzoo.with_curvature` models.
+- `train_step`: the `train_step` of `keras_optzoo.with_curvature` models;
+- `fused_update(optimizer, spec, grads, variables, lr)` and
+  `fused_update_one(optimizer, spec, grad, variable, lr)`: run a first-order
+  update through the backend's own kernels (all variables at once, or one),
+  returning False where there is none (the keras.ops path runs instead).
 """
 
 import keras
@@ -25,3 +29,5 @@ else:
 loss_and_hvp = impl.loss_and_hvp
 rademacher = impl.rademacher
 train_step = impl.train_step
+fused_update = impl.fused_update
+fused_update_one = impl.fused_update_one

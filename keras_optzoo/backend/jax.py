@@ -64,3 +64,14 @@ def train_step(model, state, data):
         new_metrics, unscaled_loss, x, y, y_pred, sample_weight
     )
     return logs, (trainable, new_non_trainable, opt_values, new_metrics)
+
+
+# -- fused update kernels ------------------------------------------------------
+# XLA already fuses each variable's keras.ops update into one loop, so JAX has
+# no separate fused path (measured: docs/performance.md).
+def fused_update(optimizer, spec, grads, variables, learning_rate):
+    return False
+
+
+def fused_update_one(optimizer, spec, gradient, variable, learning_rate):
+    return False

@@ -73,3 +73,64 @@ def train_step(model, data):
     opt.curvature_supplied = True
     opt.apply_gradients(zip(grads, variables))
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+# -- fused update kernels ------------------------------------------------------
+# TensorFlow's ResourceApply* training ops update a variable and its slots in
+# one multi-threaded kernel (and lower to XLA under jit_compile). They run per
+# variable from `update_step`, which Keras calls inside its tf.distribute
+# update, so the cross-replica gradient sum and the per-replica variable
+# update stay Keras's own.
+def _handle(variable):
+    return (variable.value if isinstance(variable, keras.Variable) else variable).handle
+
+
+def fused_update(optimizer, spec, grads, variables, learning_rate):
+    return False  # per variable, in fused_update_one
+
+
+def fused_update_one(optimizer, spec, gradient, variable, learning_rate):
+    if isinstance(gradient, tf.IndexedSlices):
+        return False
+    dtype = variable.dtype
+    if not tf.as_dtype(dtype).is_floating:
+        return False
+    kind, hp = spec
+    lr = tf.cast(learning_rate, dtype)
+    g = tf.cast(gradient, dtype)
+    var = _handle(variable)
+
+    def slot(name):
+        return _handle(optimizer._slot(name, variable))
+
+    def const(x):
+        return tf.constant(x, dtype=dtype)
+
+    raw = tf.raw_ops
+    if kind == "sgd":
+        raw.ResourceApplyGradientDescent(var=var, alpha=lr, delta=g)
+    elif kind in ("momentum", "nesterov"):
+        # accum <- mu accum + lr g; theta <- theta - accum (Nesterov: - lr g - mu accum).
+        raw.ResourceApplyMomentum(
+            var=var, accum=slot("velocity"), lr=const(1.0), grad=g * lr, momentum=const(hp["momentum"]),
+            use_nesterov=kind == "nesterov",
+        )  # fmt: skip
+    elif kind == "adagrad":
+        raw.ResourceApplyAdagradV2(var=var, accum=slot("accumulator"), lr=lr, epsilon=const(hp["epsilon"]), grad=g)
+    elif kind == "adam" and not hp["amsgrad"]:
+        # (ResourceApplyAdamWithAmsgrad has no XLA kernel, so AMSGrad runs
+        # the keras.ops code, which XLA or Grappler fuse.)
+        # The kernel adds epsilon to sqrt(v) before the bias correction; eps *
+        # sqrt(1 - beta_2^t) there is eps after it, as in our Adam.
+        step = tf.cast(optimizer.iterations + 1, dtype)
+        beta_1_power = tf.pow(const(hp["beta_1"]), step)
+        beta_2_power = tf.pow(const(hp["beta_2"]), step)
+        args = dict(
+            var=var, m=slot("momentum"), v=slot("velocity"), beta1_power=beta_1_power, beta2_power=beta_2_power,
+            lr=lr, beta1=const(hp["beta_1"]), beta2=const(hp["beta_2"]),
+            epsilon=hp["epsilon"] * tf.sqrt(1.0 - beta_2_power), grad=g,
+        )  # fmt: skip
+        raw.ResourceApplyAdam(**args)
+    else:
+        return False
+    return True

@@ -64,3 +64,80 @@ def train_step(model, data):
     with torch.no_grad():
         opt.apply(grads, variables)
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+# -- fused update kernels ------------------------------------------------------
+# Keras swaps in its own `_foreach` kernels only for its exact built-in classes,
+# so a subclass runs one small kernel per variable. These run all variables in
+# one call: torch's fused CPU/CUDA kernels where the algorithm has one and its
+# state means the same as ours, `_foreach` ops otherwise.
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _lr(learning_rate, device):
+    """A float on CPU; on an accelerator a device tensor (no host sync)."""
+    if device.type == "cpu" or not torch.is_tensor(learning_rate):
+        return float(learning_rate)
+    return learning_rate.to(device=device, dtype=torch.float32)
+
+
+def fused_update(optimizer, spec, grads, variables, learning_rate):
+    params = [v.value for v in variables]
+    dtype, device = params[0].dtype, params[0].device
+    if dtype not in _FLOATS or any(p.dtype != dtype or p.device != device for p in params):
+        return False  # mixed dtypes or devices: the per-variable keras.ops path
+    grads = [torch.as_tensor(g).to(dtype=dtype, device=device) for g in grads]
+    kind, hp = spec
+
+    def slots(name):
+        return [optimizer._slot(name, v).value for v in variables]
+
+    with torch.no_grad():
+        if kind == "adam" or kind == "adagrad":
+            step = (optimizer.iterations.value + 1).to(dtype=torch.float32, device=device)
+            lr = _lr(learning_rate, device)
+            if kind == "adam":
+                torch._fused_adam_(
+                    params, grads, slots("momentum"), slots("velocity"),
+                    slots("velocity_max") if hp["amsgrad"] else [], [step] * len(params),
+                    lr=lr, beta1=hp["beta_1"], beta2=hp["beta_2"], weight_decay=0.0, eps=hp["epsilon"],
+                    amsgrad=hp["amsgrad"], maximize=False,
+                )  # fmt: skip
+            else:
+                torch._fused_adagrad_(
+                    params, grads, slots("accumulator"), [step] * len(params),
+                    lr=lr, lr_decay=0.0, weight_decay=0.0, eps=hp["epsilon"], maximize=False,
+                )  # fmt: skip
+            return True
+        lr = float(learning_rate)
+        if kind == "sgd":
+            torch._foreach_add_(params, grads, alpha=-lr)
+        elif kind == "momentum":
+            # v <- mu v + lr g; theta <- theta - v: torch's buffer update with
+            # dampening 1 - lr and a unit step size.
+            torch._fused_sgd_(
+                params, grads, slots("velocity"), weight_decay=0.0, momentum=hp["momentum"], lr=1.0,
+                dampening=1.0 - lr, nesterov=False, maximize=False, is_first_step=False,
+            )  # fmt: skip
+        elif kind == "nesterov":
+            # With s = lr g: u <- mu u + s; theta <- theta - (s + mu u), which
+            # is torch's Nesterov step with gradient s and a unit step size.
+            scaled = torch._foreach_mul(grads, lr)
+            torch._fused_sgd_(
+                params, scaled, slots("velocity"), weight_decay=0.0, momentum=hp["momentum"], lr=1.0,
+                dampening=0.0, nesterov=True, maximize=False, is_first_step=False,
+            )  # fmt: skip
+        elif kind == "rmsprop":
+            velocity = slots("velocity")
+            torch._foreach_mul_(velocity, hp["rho"])
+            torch._foreach_addcmul_(velocity, grads, grads, value=1.0 - hp["rho"])
+            denom = torch._foreach_sqrt(velocity)
+            torch._foreach_add_(denom, hp["epsilon"])
+            torch._foreach_addcdiv_(params, grads, denom, value=-lr)
+        else:
+            return False
+    return True
+
+
+def fused_update_one(optimizer, spec, gradient, variable, learning_rate):
+    return False  # torch updates all variables at once in fused_update

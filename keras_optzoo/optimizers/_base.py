@@ -5,6 +5,7 @@ import keras
 from keras import ops
 
 from keras_optzoo import _validation
+from keras_optzoo import backend
 
 BASE_KWARGS_DOC = """
     Base keyword arguments (all passed through to `keras.optimizers.Optimizer`):
@@ -14,6 +15,11 @@ BASE_KWARGS_DOC = """
     `gradient_accumulation_steps`, `name`. `learning_rate` may be a float, a
     `keras.optimizers.schedules.LearningRateSchedule` or a zero-argument
     callable.
+    `fused` (default True): run the update through the backend's fused
+    kernel where one exists for this algorithm (torch: `torch._fused_*` /
+    `torch._foreach_*`; TensorFlow: its `ResourceApply*` training ops); False
+    always runs the `keras.ops` reference code. Both give the same numbers
+    to float32 rounding; JAX always uses the `keras.ops` code (XLA fuses it).
 """
 
 
@@ -49,9 +55,12 @@ class OptzooOptimizer(keras.optimizers.Optimizer):
         loss_scale_factor=None,
         gradient_accumulation_steps=None,
         name=None,
+        fused=True,
         **kwargs,
     ):
         v = _validation
+        if not isinstance(fused, bool):
+            raise TypeError(f"`fused` must be True or False; received {fused!r}.")
         optional = {
             "clipnorm": clipnorm,
             "clipvalue": clipvalue,
@@ -81,6 +90,7 @@ class OptzooOptimizer(keras.optimizers.Optimizer):
             name=name,
             **kwargs,
         )
+        self.fused = fused
 
     # -- slots ---------------------------------------------------------------
     def build(self, var_list):
@@ -99,6 +109,26 @@ class OptzooOptimizer(keras.optimizers.Optimizer):
     def _slot(self, name, variable):
         return self._state[name][self._get_variable_index(variable)]
 
+    # -- fused kernels ---------------------------------------------------------
+    def _fused_spec(self):
+        """(kind, hyperparameters) of the backend kernel that computes this
+        update, or None where only the keras.ops code does (the default).
+        Kinds: "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"."""
+        return None
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        # All variables at once (torch). Elsewhere this defers to Keras's own
+        # step, which on TensorFlow keeps the tf.distribute cross-replica
+        # gradient sum and per-replica variable update.
+        spec = self._fused_spec() if self.fused else None
+        if spec is None or not backend.fused_update(self, spec, grads, trainable_variables, learning_rate):
+            super()._backend_update_step(grads, trainable_variables, learning_rate)
+
+    def _fused_update_one(self, gradient, variable, learning_rate):
+        """One variable through a backend kernel (TensorFlow); True if done."""
+        spec = self._fused_spec() if self.fused else None
+        return spec is not None and backend.fused_update_one(self, spec, gradient, variable, learning_rate)
+
     # -- shared arithmetic ----------------------------------------------------
     def _ema(self, average, value, decay):
         """average <- decay * average + (1 - decay) * value, in place."""
@@ -112,4 +142,5 @@ class OptzooOptimizer(keras.optimizers.Optimizer):
     def get_config(self):
         config = super().get_config()
         config.update({key: getattr(self, key) for key in self._hyperparameters})
+        config["fused"] = self.fused
         return config

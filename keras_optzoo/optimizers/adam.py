@@ -19,7 +19,12 @@ class _AdamBase(OptzooOptimizer):
         self.beta_2 = _validation.unit_interval("beta_2", beta_2)
         self.epsilon = _validation.positive("epsilon", epsilon)
 
+    def _fused_spec(self):
+        return "adam", {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon, "amsgrad": self._amsgrad}
+
     def update_step(self, gradient, variable, learning_rate):
+        if self._fused_update_one(gradient, variable, learning_rate):
+            return
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
         g = ops.cast(gradient, dtype)
@@ -31,11 +36,13 @@ class _AdamBase(OptzooOptimizer):
             v_max = self._slot("velocity_max", variable)
             self.assign(v_max, ops.maximum(v_max, v))
             v = v_max
-        # m_hat / (sqrt(v_hat) + eps) with m_hat = m / c1 and v_hat = v / c2.
+        # m_hat / (sqrt(v_hat) + eps) with m_hat = m / c1 and v_hat = v / c2,
+        # rearranged so that only scalars carry the corrections:
+        # (lr sqrt(c2) / c1) m / (sqrt(v) + eps sqrt(c2)).
         c1 = self._bias_correction(self.beta_1, dtype)
         sqrt_c2 = ops.sqrt(self._bias_correction(self.beta_2, dtype))
-        denom = ops.add(ops.divide(ops.sqrt(v), sqrt_c2), self.epsilon)
-        self.assign_sub(variable, ops.divide(ops.multiply(m, lr / c1), denom))
+        denom = ops.add(ops.sqrt(v), self.epsilon * sqrt_c2)
+        self.assign_sub(variable, ops.divide(ops.multiply(m, lr * sqrt_c2 / c1), denom))
 
 
 @register

@@ -40,7 +40,12 @@ class Adagrad(OptzooOptimizer):
     def _initializer(self, slot_name):
         return keras.initializers.Constant(self.initial_accumulator_value)
 
+    def _fused_spec(self):
+        return "adagrad", {"epsilon": self.epsilon}
+
     def update_step(self, gradient, variable, learning_rate):
+        if self._fused_update_one(gradient, variable, learning_rate):
+            return
         lr = ops.cast(learning_rate, variable.dtype)
         g = ops.cast(gradient, variable.dtype)
         acc = self._slot("accumulator", variable)
@@ -76,7 +81,12 @@ class RMSprop(OptzooOptimizer):
         self.rho = _validation.unit_interval("rho", rho)
         self.epsilon = _validation.positive("epsilon", epsilon)
 
+    def _fused_spec(self):
+        return "rmsprop", {"rho": self.rho, "epsilon": self.epsilon}
+
     def update_step(self, gradient, variable, learning_rate):
+        if self._fused_update_one(gradient, variable, learning_rate):
+            return
         lr = ops.cast(learning_rate, variable.dtype)
         g = ops.cast(gradient, variable.dtype)
         v = self._slot("velocity", variable)

@@ -26,7 +26,12 @@ class SGD(OptzooOptimizer):
     def __init__(self, learning_rate=0.01, **kwargs):
         super().__init__(learning_rate=learning_rate, **kwargs)
 
+    def _fused_spec(self):
+        return "sgd", {}
+
     def update_step(self, gradient, variable, learning_rate):
+        if self._fused_update_one(gradient, variable, learning_rate):
+            return
         lr = ops.cast(learning_rate, variable.dtype)
         self.assign_sub(variable, ops.multiply(ops.cast(gradient, variable.dtype), lr))
 
@@ -71,7 +76,12 @@ class Momentum(OptzooOptimizer):
         self.momentum = _validation.unit_interval("momentum", momentum)
         self.form = _validation.choice("form", form, self.FORMS)
 
+    def _fused_spec(self):
+        return ("momentum", {"momentum": self.momentum}) if self.form == "classic" else None
+
     def update_step(self, gradient, variable, learning_rate):
+        if self._fused_update_one(gradient, variable, learning_rate):
+            return
         lr = ops.cast(learning_rate, variable.dtype)
         g = ops.cast(gradient, variable.dtype)
         v = self._slot("velocity", variable)
@@ -117,7 +127,12 @@ class Nesterov(OptzooOptimizer):
         super().__init__(learning_rate=learning_rate, **kwargs)
         self.momentum = _validation.unit_interval("momentum", momentum)
 
+    def _fused_spec(self):
+        return "nesterov", {"momentum": self.momentum}
+
     def update_step(self, gradient, variable, learning_rate):
+        if self._fused_update_one(gradient, variable, learning_rate):
+            return
         lr = ops.cast(learning_rate, variable.dtype)
         step = ops.multiply(ops.cast(gradient, variable.dtype), lr)
         u = self._slot("velocity", variable)

@@ -1,0 +1,121 @@
+"""The fused backend kernels (torch `_fused_*`/`_foreach_*`, TensorFlow
+`ResourceApply*`) give the numbers of the keras.ops reference code
+(`fused=False`) on every backend, in eager, compiled and `fit()` use."""
+
+import numpy as np
+import pytest
+
+import keras
+
+import keras_optzoo as kz
+from keras_optzoo import backend
+from tests.conftest import BACKEND, assert_all_close, random_problem
+
+SCHEDULE = keras.optimizers.schedules.ExponentialDecay(0.05, decay_steps=3, decay_rate=0.7)
+
+# (id, constructor) for every optimizer with a fused kernel; a schedule checks
+# that the kernels take the current learning rate.
+CASES = [
+    ("sgd", lambda **k: kz.SGD(SCHEDULE, **k)),
+    ("momentum", lambda **k: kz.Momentum(SCHEDULE, momentum=0.8, **k)),
+    ("nesterov", lambda **k: kz.Nesterov(SCHEDULE, momentum=0.85, **k)),
+    ("adagrad", lambda **k: kz.Adagrad(SCHEDULE, initial_accumulator_value=0.1, epsilon=1e-6, **k)),
+    ("rmsprop", lambda **k: kz.RMSprop(0.01, rho=0.8, **k)),
+    ("adam", lambda **k: kz.Adam(SCHEDULE, beta_1=0.8, beta_2=0.95, epsilon=1e-6, **k)),
+    ("amsgrad", lambda **k: kz.AMSGrad(0.01, beta_2=0.9, **k)),
+    ("adamw", lambda **k: kz.AdamW(0.01, weight_decay=0.1, **k)),
+    ("adam-clipped", lambda **k: kz.Adam(0.01, global_clipnorm=1.0, **k)),
+]
+IDS = [c[0] for c in CASES]
+# Which hook runs the kernels on each backend ("all" variables at once, or
+# "one" at a time); JAX has none, XLA fuses the keras.ops code.
+HOOK = {"torch": "all", "tensorflow": "one", "jax": None}[BACKEND]
+# TensorFlow has no training op for RMSprop with epsilon outside the root,
+# and none for AMSGrad that compiles under XLA.
+NO_KERNEL = {"tensorflow": {"rmsprop", "amsgrad"}}.get(BACKEND, set())
+
+
+def run(optimizer, init, grads):
+    """Steps with `apply`; returns variable and slot values as NumPy."""
+    variables = [keras.Variable(v) for v in init]
+    for step in grads:
+        optimizer.apply([keras.ops.convert_to_tensor(g) for g in step], variables)
+    slots = [v for v in optimizer.variables if len(v.shape) > 0]
+    return [keras.ops.convert_to_numpy(v) for v in variables + slots]
+
+
+@pytest.mark.parametrize("make", [c[1] for c in CASES], ids=IDS)
+def test_fused_equals_reference(make):
+    init, grads = random_problem(25, seed=3)
+    fused = run(make(), init, grads)
+    reference = run(make(fused=False), init, grads)
+    assert len(fused) == len(reference) >= len(init)
+    assert_all_close(fused, reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, make", CASES, ids=IDS)
+def test_fused_kernel_is_used(name, make):
+    """The hook this backend uses reports that it ran (so the equality test
+    above compares two different code paths)."""
+    opt = make()
+    variables = [keras.Variable(np.ones((4, 3), "float32")), keras.Variable(np.ones(3, "float32"))]
+    opt.build(variables)
+    grads = [keras.ops.ones((4, 3)), keras.ops.ones(3)]
+    spec = opt._fused_spec()
+    assert spec is not None
+    lr = opt.learning_rate
+    all_at_once = backend.fused_update(opt, spec, grads, variables, lr)
+    one = backend.fused_update_one(opt, spec, grads[0], variables[0], lr)
+    used = HOOK if name not in NO_KERNEL else None
+    assert (all_at_once, one) == (used == "all", used == "one")
+
+
+def test_no_fused_kernel_for_ema_momentum_and_second_order():
+    assert kz.Momentum(form="ema")._fused_spec() is None
+    for cls in kz.optimizers.SECOND_ORDER:
+        assert cls()._fused_spec() is None
+
+
+def test_fused_flag_round_trips_and_is_validated():
+    opt = kz.Adam(fused=False)
+    assert opt.get_config()["fused"] is False
+    assert kz.Adam.from_config(opt.get_config()).fused is False
+    with pytest.raises(TypeError, match="fused"):
+        kz.Adam(fused="yes")
+
+
+@pytest.mark.parametrize("name", ["momentum", "adagrad", "adam", "amsgrad"])
+def test_fused_equals_reference_in_fit(name):
+    """Through compile()/fit() (tf.function, jax.jit or torch eager) on a
+    real model: the same weights with and without the kernels."""
+    x = np.random.default_rng(0).standard_normal((64, 6)).astype("float32")
+    y = (x[:, :1] - 0.5 * x[:, 1:2] > 0).astype("float32")
+    weights = []
+    for fused in (True, False):
+        keras.utils.set_random_seed(7)
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, activation="tanh"), keras.layers.Dense(1)])
+        opt = type(kz.optimizers.get(name))(learning_rate=0.01, fused=fused)
+        model.compile(optimizer=opt, loss=keras.losses.BinaryCrossentropy(from_logits=True))
+        model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
+        weights.append([np.asarray(w) for w in model.get_weights()])
+    # Training feeds rounding differences back through the gradients, so
+    # this is looser than the single-update comparisons above.
+    assert_all_close(weights[0], weights[1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="XLA compilation of tf.function: TensorFlow only")
+@pytest.mark.parametrize("make", [c[1] for c in CASES], ids=IDS)
+def test_fused_kernels_compile_under_xla(make):
+    import tensorflow as tf
+
+    init, grads = random_problem(4, seed=5)
+    results = []
+    for fused in (True, False):
+        opt = make(fused=fused)
+        variables = [keras.Variable(v) for v in init]
+        opt.build(variables)
+        step = tf.function(lambda g: opt.apply(g, variables), jit_compile=True)
+        for g in grads:
+            step([tf.constant(x) for x in g])
+        results.append([v.numpy() for v in variables])
+    assert_all_close(results[0], results[1], rtol=1e-5, atol=1e-6)
