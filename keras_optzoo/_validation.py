@@ -10,6 +10,13 @@ import numbers
 
 import keras
 
+# Optimizer state is float32 unless the variables say otherwise: a value
+# that is finite or nonzero in Python but not in float32 would turn into an
+# inf or a division by zero inside the update.
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32
+FLOAT32_BELOW_ONE = 0.99999994039535522  # the largest float32 below 1
+
 
 def _is_real(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
@@ -33,17 +40,33 @@ def number(name, value, *, low=None, high=None, low_open=False, high_open=False)
     too_high = high is not None and (value >= high if high_open else value > high)
     if not math.isfinite(value) or too_low or too_high:
         raise ValueError(f"`{name}` must be a finite number in {interval}; received {value!r}.")
+    if abs(value) > FLOAT32_MAX:
+        raise ValueError(f"`{name}` must be finite in float32 (|x| <= {FLOAT32_MAX:.4g}); received {value!r}.")
     return value
 
 
 def unit_interval(name, value):
-    """A decay rate such as a beta or a momentum: a float in [0, 1)."""
-    return number(name, value, low=0.0, high=1.0, high_open=True)
+    """A decay rate such as a beta or a momentum: a float in [0, 1) that stays
+    below 1 in float32 (else 1 - beta^t is 0: a division by zero)."""
+    value = number(name, value, low=0.0, high=1.0, high_open=True)
+    if value > FLOAT32_BELOW_ONE:
+        raise ValueError(
+            f"`{name}` must be in [0, 1) and below 1 in float32 (<= {FLOAT32_BELOW_ONE!r}); "
+            f"received {value!r}, too close to 1 for float32."
+        )
+    return value
 
 
 def positive(name, value):
-    """A strictly positive finite float (epsilon, damping, ...)."""
-    return number(name, value, low=0.0, low_open=True)
+    """A strictly positive finite float (epsilon, damping, ...) that stays
+    nonzero in float32."""
+    value = number(name, value, low=0.0, low_open=True)
+    if value < FLOAT32_TINY:
+        raise ValueError(
+            f"`{name}` must be > 0 and at least {FLOAT32_TINY:.4g} (the smallest normal float32); "
+            f"received {value!r}."
+        )
+    return value
 
 
 def non_negative(name, value):

@@ -66,3 +66,37 @@ def test_bad_arguments_exit_2_naming_the_option(args, words, capsys, tmp_path):
     err = capsys.readouterr().err
     for word in words:
         assert word in err
+
+
+UPDATE_STEP = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks" / "update_step.py")
+
+
+def test_update_step_benchmark_runs_and_reports_ratios(tmp_path):
+    """benchmarks/update_step.py on this backend at a small size: one row per
+    optimizer with ours, Keras, the native libraries and the target verdict."""
+    out = tmp_path / "performance.md"
+    cmd = [sys.executable, UPDATE_STEP, "--backends", BACKEND, "--sizes", "20K", "--optimizers", "adam,momentum",
+           "--repeats", "2", "--warmup", "1", "--no-e2e", "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    rows = [ln for ln in text.splitlines() if ln.startswith("| adam |") or ln.startswith("| momentum |")]
+    assert len(rows) == (4 if BACKEND == "tensorflow" else 2)  # TF: tf.function and XLA rows
+    native = {"jax": "optax", "torch": "fused", "tensorflow": None}[BACKEND]
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[3]) > 0 and float(cells[4]) > 0  # ours ms, Keras ms
+        assert ("met" in cells[-1]) and ("<=" in cells[-1])
+        if native:
+            assert native in cells[5]
+    assert "Targets (issue 8)" in text
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [(["--sizes", "lots"], "--sizes"), (["--optimizers", "adamax"], "--optimizers"), (["--backends", "mxnet"], "--backends")],
+)
+def test_update_step_benchmark_bad_arguments_exit_2(args, words):
+    proc = subprocess.run([sys.executable, UPDATE_STEP, *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert words in proc.stderr

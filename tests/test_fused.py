@@ -9,7 +9,7 @@ import keras
 
 import keras_optzoo as kz
 from keras_optzoo import backend
-from tests.conftest import BACKEND, assert_all_close, random_problem
+from conftest import BACKEND, assert_all_close, random_problem
 
 SCHEDULE = keras.optimizers.schedules.ExponentialDecay(0.05, decay_steps=3, decay_rate=0.7)
 
@@ -84,7 +84,24 @@ def test_fused_flag_round_trips_and_is_validated():
         kz.Adam(fused="yes")
 
 
-@pytest.mark.parametrize("name", ["momentum", "adagrad", "adam", "amsgrad"])
+def test_weight_decay_in_kernel_respects_exclusions():
+    """AdamW's decay inside torch's fused kernel (elsewhere Keras's own
+    decay) skips the variables excluded by name, as the reference does."""
+    init, grads = random_problem(10, seed=4, shapes=[(4, 3), (3,)])
+    results = []
+    for fused in (True, False):
+        opt = kz.AdamW(0.05, weight_decay=0.2, fused=fused)
+        opt.exclude_from_weight_decay(var_names=["bias"])
+        variables = [keras.Variable(init[0], name="kernel"), keras.Variable(init[1], name="bias")]
+        for step in grads:
+            opt.apply([keras.ops.convert_to_tensor(g) for g in step], variables)
+        results.append([keras.ops.convert_to_numpy(v) for v in variables])
+    assert_all_close(results[0], results[1], rtol=1e-5, atol=1e-6)
+    assert kz.AdamW(weight_decay=0.1)._decay_in_kernel() == (BACKEND == "torch")
+    assert not kz.AdamW(weight_decay=0.1, fused=False)._decay_in_kernel()
+
+
+@pytest.mark.parametrize("name", ["momentum", "adagrad", "adam", "amsgrad", "adamw"])
 def test_fused_equals_reference_in_fit(name):
     """Through compile()/fit() (tf.function, jax.jit or torch eager) on a
     real model: the same weights with and without the kernels."""
@@ -119,3 +136,59 @@ def test_fused_kernels_compile_under_xla(make):
             step([tf.constant(x) for x in g])
         results.append([v.numpy() for v in variables])
     assert_all_close(results[0], results[1], rtol=1e-5, atol=1e-6)
+
+
+MIRRORED = r"""
+import json, os, sys
+os.environ["KERAS_BACKEND"] = "tensorflow"
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import numpy as np
+import keras
+import keras_optzoo as kz
+
+rng = np.random.default_rng(0)
+x = rng.standard_normal((128, 6)).astype("float32")
+y = (x[:, :2] @ np.array([[1.0], [-2.0]], "float32")) + 0.1
+initial = None
+
+def train(strategy):
+    global initial
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(1)])
+        if initial is None:
+            initial = model.get_weights()
+        model.set_weights(initial)
+        model.compile(optimizer=kz.optimizers.get(sys.argv[1]), loss="mse")
+    model.fit(x, y, batch_size=32, epochs=3, shuffle=False, verbose=0)
+    return [w.tolist() for w in model.get_weights()], strategy.num_replicas_in_sync
+
+single, n1 = train(tf.distribute.get_strategy())
+mirrored, n2 = train(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+print("RESULT " + json.dumps({"single": single, "mirrored": mirrored, "replicas": [n1, n2]}))
+"""
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute.MirroredStrategy: TensorFlow only")
+@pytest.mark.parametrize("name", ["momentum", "adam"])
+def test_fused_kernels_keep_the_mirrored_cross_replica_sum(name, tmp_path):
+    """Two replicas on two logical CPUs, global batch 32, give the weights of
+    one device with batch 32: the gradients were summed across replicas
+    before the fused per-variable kernels ran on each replica's copy."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "mirrored.py"
+    script.write_text(MIRRORED)
+    env = dict(os.environ, KERAS_BACKEND="tensorflow")
+    proc = subprocess.run([sys.executable, str(script), name], capture_output=True, text=True, env=env, timeout=300)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    result = json.loads(lines[-1][len("RESULT ") :])
+    assert result["replicas"] == [1, 2]
+    single = [np.asarray(w, "float32") for w in result["single"]]
+    mirrored = [np.asarray(w, "float32") for w in result["mirrored"]]
+    assert_all_close(mirrored, single, rtol=1e-5, atol=1e-5)

@@ -9,6 +9,12 @@ import keras
 import keras_optzoo as kz
 from conftest import BACKEND
 
+# Whole training runs against the Keras built-ins: the fused kernels round
+# differently from Keras's op-by-op code (each closer to a float64 reference,
+# see test_parity), and training feeds that back through the gradients:
+# up to 2e-6 apart after 3 epochs of Adam/AMSGrad/AdamW.
+TRAIN_ATOL = 5e-6
+
 PAIRS = {
     "momentum": (lambda: kz.Momentum(0.05), lambda: keras.optimizers.SGD(0.05, momentum=0.9)),
     "nesterov": (
@@ -65,7 +71,7 @@ def test_compile_fit_matches_builtin(name, jit_compile):
     ref_weights, _ = _fit(builtin(), jit_compile)
     assert losses[-1] < losses[0]
     for a, b in zip(weights, ref_weights):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=TRAIN_ATOL)
 
 
 @pytest.mark.parametrize("name", sorted(PAIRS))
@@ -91,7 +97,7 @@ def test_stateless_apply_matches_apply(name):
     for step in grads:
         ref.apply([keras.ops.convert_to_tensor(g) for g in step], ref_vars)
     for a, b in zip(values, ref_vars):
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), rtol=1e-5, atol=TRAIN_ATOL)
 
 
 def _custom_loop(optimizer, steps=6):
@@ -142,4 +148,4 @@ def _custom_loop(optimizer, steps=6):
 def test_custom_training_loop_matches_builtin(name):
     ours, builtin = PAIRS[name]
     for a, b in zip(_custom_loop(ours()), _custom_loop(builtin())):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=TRAIN_ATOL)

@@ -29,5 +29,6 @@ else:
 loss_and_hvp = impl.loss_and_hvp
 rademacher = impl.rademacher
 train_step = impl.train_step
+DECAY_IN_KERNEL = impl.DECAY_IN_KERNEL
 fused_update = impl.fused_update
 fused_update_one = impl.fused_update_one

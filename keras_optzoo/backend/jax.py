@@ -69,6 +69,10 @@ def train_step(model, state, data):
 # -- fused update kernels ------------------------------------------------------
 # XLA already fuses each variable's keras.ops update into one loop, so JAX has
 # no separate fused path (measured: docs/performance.md).
+# Kinds whose kernel also applies the decoupled weight decay: none here.
+DECAY_IN_KERNEL = set()
+
+
 def fused_update(optimizer, spec, grads, variables, learning_rate):
     return False
 

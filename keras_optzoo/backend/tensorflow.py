@@ -85,6 +85,10 @@ def _handle(variable):
     return (variable.value if isinstance(variable, keras.Variable) else variable).handle
 
 
+# Kinds whose kernel also applies the decoupled weight decay: none here.
+DECAY_IN_KERNEL = set()
+
+
 def fused_update(optimizer, spec, grads, variables, learning_rate):
     return False  # per variable, in fused_update_one
 

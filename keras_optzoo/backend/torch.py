@@ -6,6 +6,8 @@ graph of the ordinary forward pass is differentiated twice instead.)
 
 import torch
 
+import keras
+
 from keras_optzoo.curvature import _steps
 from keras_optzoo.curvature.estimators import curvature_for
 
@@ -81,6 +83,32 @@ def _lr(learning_rate, device):
     return learning_rate.to(device=device, dtype=torch.float32)
 
 
+# Kinds whose kernel also applies Keras's decoupled weight decay.
+DECAY_IN_KERNEL = {"adam"}
+
+
+def _adam(optimizer, hp, variables, params, grads, step, lr):
+    """Adam/AMSGrad; with weight_decay, torch's fused AdamW for the variables
+    Keras would decay (theta *= 1 - lr wd before the step, as Keras does) and
+    the plain kernel for those in `exclude_from_weight_decay`."""
+    decay = optimizer.weight_decay or 0.0
+    groups = {}
+    for i, v in enumerate(variables):
+        groups.setdefault(bool(decay) and optimizer._use_weight_decay(v), []).append(i)
+    for decayed, index in groups.items():
+        def pick(name):
+            slot = optimizer._state[name]
+            return [slot[optimizer._get_variable_index(variables[i])].value for i in index]
+
+        kernel = torch._fused_adamw_ if decayed else torch._fused_adam_
+        kernel(
+            [params[i] for i in index], [grads[i] for i in index], pick("momentum"), pick("velocity"),
+            pick("velocity_max") if hp["amsgrad"] else [], [step] * len(index),
+            lr=lr, beta1=hp["beta_1"], beta2=hp["beta_2"], weight_decay=float(decay) if decayed else 0.0,
+            eps=hp["epsilon"], amsgrad=hp["amsgrad"], maximize=False,
+        )  # fmt: skip
+
+
 def fused_update(optimizer, spec, grads, variables, learning_rate):
     params = [v.value for v in variables]
     dtype, device = params[0].dtype, params[0].device
@@ -94,15 +122,12 @@ def fused_update(optimizer, spec, grads, variables, learning_rate):
 
     with torch.no_grad():
         if kind == "adam" or kind == "adagrad":
-            step = (optimizer.iterations.value + 1).to(dtype=torch.float32, device=device)
+            # (`iterations` is a tensor, not a variable, under gradient accumulation)
+            iterations = torch.as_tensor(keras.ops.convert_to_tensor(optimizer.iterations))
+            step = (iterations + 1).to(dtype=torch.float32, device=device)
             lr = _lr(learning_rate, device)
             if kind == "adam":
-                torch._fused_adam_(
-                    params, grads, slots("momentum"), slots("velocity"),
-                    slots("velocity_max") if hp["amsgrad"] else [], [step] * len(params),
-                    lr=lr, beta1=hp["beta_1"], beta2=hp["beta_2"], weight_decay=0.0, eps=hp["epsilon"],
-                    amsgrad=hp["amsgrad"], maximize=False,
-                )  # fmt: skip
+                _adam(optimizer, hp, variables, params, grads, step, lr)
             else:
                 torch._fused_adagrad_(
                     params, grads, slots("accumulator"), [step] * len(params),
@@ -112,6 +137,12 @@ def fused_update(optimizer, spec, grads, variables, learning_rate):
         lr = float(learning_rate)
         if kind == "sgd":
             torch._foreach_add_(params, grads, alpha=-lr)
+        elif kind in ("momentum", "nesterov") and hp["momentum"] == 0.0:
+            # (torch's fused SGD refuses momentum buffers at momentum 0) v <- lr g
+            velocity = slots("velocity")
+            torch._foreach_mul_(velocity, 0.0)
+            torch._foreach_add_(velocity, grads, alpha=lr)
+            torch._foreach_sub_(params, velocity)
         elif kind == "momentum":
             # v <- mu v + lr g; theta <- theta - v: torch's buffer update with
             # dampening 1 - lr and a unit step size.

@@ -67,35 +67,53 @@ class OptzooOptimizer(keras.optimizers.Optimizer):
             "global_clipnorm": global_clipnorm,
             "loss_scale_factor": loss_scale_factor,
         }
-        for arg, value in optional.items():
-            if value is not None:
-                v.positive(arg, value)
+        # Cleaned to Python floats/ints (a NumPy int64 clipnorm would make a
+        # float64 tensor inside Keras's clipping on TensorFlow).
+        optional = {arg: None if value is None else v.positive(arg, value) for arg, value in optional.items()}
         if gradient_accumulation_steps is not None:
-            v.integer("gradient_accumulation_steps", gradient_accumulation_steps, low=2)
+            gradient_accumulation_steps = v.integer("gradient_accumulation_steps", gradient_accumulation_steps, low=2)
         if ema_overwrite_frequency is not None:
-            v.integer("ema_overwrite_frequency", ema_overwrite_frequency, low=1)
+            ema_overwrite_frequency = v.integer("ema_overwrite_frequency", ema_overwrite_frequency, low=1)
         if not isinstance(use_ema, bool):
             raise TypeError(f"`use_ema` must be True or False; received {use_ema!r}.")
         super().__init__(
             learning_rate=v.learning_rate(learning_rate),
             weight_decay=v.optional_non_negative("weight_decay", weight_decay),
-            clipnorm=clipnorm,
-            clipvalue=clipvalue,
-            global_clipnorm=global_clipnorm,
+            clipnorm=optional["clipnorm"],
+            clipvalue=optional["clipvalue"],
+            global_clipnorm=optional["global_clipnorm"],
             use_ema=use_ema,
             ema_momentum=v.number("ema_momentum", ema_momentum, low=0.0, high=1.0),
             ema_overwrite_frequency=ema_overwrite_frequency,
-            loss_scale_factor=loss_scale_factor,
+            loss_scale_factor=optional["loss_scale_factor"],
             gradient_accumulation_steps=gradient_accumulation_steps,
             name=name,
             **kwargs,
         )
         self.fused = fused
 
+    # -- input checks ----------------------------------------------------------
+    def apply(self, grads, trainable_variables=None):
+        grads = list(grads)
+        if trainable_variables is not None:
+            trainable_variables = list(trainable_variables)
+            _check_gradients(grads, trainable_variables)
+        elif self.built:
+            _check_gradients(grads, self._trainable_variables)
+        return super().apply(grads, trainable_variables)
+
     # -- slots ---------------------------------------------------------------
     def build(self, var_list):
         if self.built:
             return
+        for v in var_list:
+            dtype = keras.backend.standardize_dtype(v.dtype)
+            if "float" not in dtype:
+                raise TypeError(
+                    f"{type(self).__name__} updates floating-point variables only; variable "
+                    f"'{_path(v)}' has dtype {dtype}. Make it non-trainable or leave it out of the "
+                    "variables passed to the optimizer."
+                )
         super().build(var_list)
         self._state = {
             name: [self.add_variable_from_reference(v, name, initializer=self._initializer(name)) for v in var_list]
@@ -116,13 +134,26 @@ class OptzooOptimizer(keras.optimizers.Optimizer):
         Kinds: "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"."""
         return None
 
+    def _decay_in_kernel(self):
+        """Whether the backend's fused kernel applies the decoupled weight
+        decay itself (torch's fused AdamW), saving a pass over the weights."""
+        spec = self._fused_spec() if self.fused and self.weight_decay is not None else None
+        return spec is not None and spec[0] in backend.DECAY_IN_KERNEL
+
+    def _apply_weight_decay(self, variables):
+        if not self._decay_in_kernel():
+            super()._apply_weight_decay(variables)
+
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         # All variables at once (torch). Elsewhere this defers to Keras's own
         # step, which on TensorFlow keeps the tf.distribute cross-replica
         # gradient sum and per-replica variable update.
         spec = self._fused_spec() if self.fused else None
-        if spec is None or not backend.fused_update(self, spec, grads, trainable_variables, learning_rate):
-            super()._backend_update_step(grads, trainable_variables, learning_rate)
+        if spec is not None and backend.fused_update(self, spec, grads, trainable_variables, learning_rate):
+            return
+        if self._decay_in_kernel():  # the kernel declined (mixed dtypes): decay here
+            super()._apply_weight_decay(trainable_variables)
+        super()._backend_update_step(grads, trainable_variables, learning_rate)
 
     def _fused_update_one(self, gradient, variable, learning_rate):
         """One variable through a backend kernel (TensorFlow); True if done."""
@@ -144,3 +175,32 @@ class OptzooOptimizer(keras.optimizers.Optimizer):
         config.update({key: getattr(self, key) for key in self._hyperparameters})
         config["fused"] = self.fused
         return config
+
+
+def _path(variable):
+    return getattr(variable, "path", None) or getattr(variable, "name", "?")
+
+
+def _check_gradients(grads, variables):
+    """Clear errors for gradients that cannot belong to `variables` (Keras
+    would broadcast a wrong shape silently or fail deep inside an op)."""
+    if len(grads) != len(variables):
+        raise ValueError(
+            f"Received {len(variables)} variables and {len(grads)} gradients; `grads` must match "
+            "`trainable_variables` one to one."
+        )
+    for i, (g, v) in enumerate(zip(grads, variables)):
+        if g is None:
+            continue
+        dtype = keras.backend.standardize_dtype(g.dtype)
+        if "float" not in dtype:
+            raise TypeError(
+                f"Gradient {i} (for variable '{_path(v)}') has dtype {dtype}; gradients must be floating point."
+            )
+        g_shape, v_shape = tuple(g.shape), tuple(v.shape)
+        known = len(g_shape) == len(v_shape) and all(a is None or b is None or a == b for a, b in zip(g_shape, v_shape))
+        if not known:
+            raise ValueError(
+                f"Gradient {i} has shape {g_shape} but variable '{_path(v)}' has shape {v_shape}; "
+                "each gradient must have its variable's shape."
+            )
