@@ -8,7 +8,9 @@ Each backend module provides:
 - `fused_update(optimizer, spec, grads, variables, lr)` and
   `fused_update_one(optimizer, spec, grad, variable, lr)`: run a first-order
   update through the backend's own kernels (all variables at once, or one),
-  returning False where there is none (the keras.ops path runs instead).
+  returning False where there is none (the keras.ops path runs instead);
+- `cond_effects(pred, true_fn, false_fn)`: run one of two branches that
+  assign to variables (skip_nonfinite).
 """
 
 import keras
@@ -32,3 +34,4 @@ train_step = impl.train_step
 DECAY_IN_KERNEL = impl.DECAY_IN_KERNEL
 fused_update = impl.fused_update
 fused_update_one = impl.fused_update_one
+cond_effects = impl.cond_effects

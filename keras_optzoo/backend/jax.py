@@ -79,3 +79,15 @@ def fused_update(optimizer, spec, grads, variables, learning_rate):
 
 def fused_update_one(optimizer, spec, gradient, variable, learning_rate):
     return False
+
+
+def cond_effects(pred, true_fn, false_fn):
+    """Runs one of two side-effecting branches. JAX variables change only
+    eagerly, so `pred` must be concrete; inside jit, Keras trains through
+    `stateless_apply`, which selects with `lax.cond` instead."""
+    if isinstance(pred, jax.core.Tracer):
+        raise RuntimeError(
+            "skip_nonfinite: `optimizer.apply` was called inside a traced JAX function; use "
+            "`optimizer.stateless_apply` there (as model.fit does) or call `apply` eagerly."
+        )
+    (true_fn if bool(pred) else false_fn)()

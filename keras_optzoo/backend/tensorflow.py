@@ -138,3 +138,14 @@ def fused_update_one(optimizer, spec, gradient, variable, learning_rate):
     else:
         return False
     return True
+
+
+def cond_effects(pred, true_fn, false_fn):
+    """Runs one of two side-effecting branches (tf.cond in graphs)."""
+    def run(fn):
+        def branch():
+            fn()
+
+        return branch
+
+    keras.ops.cond(pred, run(true_fn), run(false_fn))

@@ -172,3 +172,8 @@ def fused_update(optimizer, spec, grads, variables, learning_rate):
 
 def fused_update_one(optimizer, spec, gradient, variable, learning_rate):
     return False  # torch updates all variables at once in fused_update
+
+
+def cond_effects(pred, true_fn, false_fn):
+    """Runs one of two side-effecting branches (eager: a Python if)."""
+    (true_fn if bool(pred) else false_fn)()

@@ -20,6 +20,11 @@ BASE_KWARGS_DOC = """
     `torch._foreach_*`; TensorFlow: its `ResourceApply*` training ops); False
     always runs the `keras.ops` reference code. Both give the same numbers
     to float32 rounding; JAX always uses the `keras.ops` code (XLA fuses it).
+    `skip_nonfinite` (default False, as in Keras): skip every step whose
+    gradients hold an inf or NaN, leaving variables, slots and `iterations`
+    unchanged, and count it in `optimizer.nonfinite_steps`. With False such
+    a step is applied and the NaN spreads, as with the Keras built-ins;
+    `keras.optimizers.LossScaleOptimizer` skips such steps on its own.
 """
 
 
@@ -56,11 +61,13 @@ class OptzooOptimizer(keras.optimizers.Optimizer):
         gradient_accumulation_steps=None,
         name=None,
         fused=True,
+        skip_nonfinite=False,
         **kwargs,
     ):
         v = _validation
-        if not isinstance(fused, bool):
-            raise TypeError(f"`fused` must be True or False; received {fused!r}.")
+        for arg, value in (("fused", fused), ("skip_nonfinite", skip_nonfinite)):
+            if not isinstance(value, bool):
+                raise TypeError(f"`{arg}` must be True or False; received {value!r}.")
         optional = {
             "clipnorm": clipnorm,
             "clipvalue": clipvalue,
@@ -91,8 +98,10 @@ class OptzooOptimizer(keras.optimizers.Optimizer):
             **kwargs,
         )
         self.fused = fused
+        self.skip_nonfinite = skip_nonfinite
+        self._in_stateless_apply = False
 
-    # -- input checks ----------------------------------------------------------
+    # -- input checks and non-finite gradients ---------------------------------
     def apply(self, grads, trainable_variables=None):
         grads = list(grads)
         if trainable_variables is not None:
@@ -100,7 +109,46 @@ class OptzooOptimizer(keras.optimizers.Optimizer):
             _check_gradients(grads, trainable_variables)
         elif self.built:
             _check_gradients(grads, self._trainable_variables)
-        return super().apply(grads, trainable_variables)
+        if not self.skip_nonfinite or self._in_stateless_apply:
+            return super().apply(grads, trainable_variables)
+        if not self.built and trainable_variables is not None:
+            self.build(trainable_variables)
+        # Skip the whole step (variables, slots, iterations) when any gradient
+        # holds an inf or NaN, and count it.
+        return backend.cond_effects(
+            _all_finite(grads),
+            lambda: super(OptzooOptimizer, self).apply(grads, trainable_variables),
+            lambda: self._nonfinite_steps.assign_add(1),
+        )
+
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        """JAX's pure update. With `skip_nonfinite`, a step with non-finite
+        gradients returns the inputs unchanged but for the skip counter."""
+        self._in_stateless_apply = True
+        try:
+            if not self.skip_nonfinite:
+                return super().stateless_apply(optimizer_variables, grads, trainable_variables)
+            index = [id(v) for v in self.variables].index(id(self._nonfinite_steps))
+
+            def skip():
+                values = list(optimizer_variables)
+                values[index] = values[index] + 1
+                return list(trainable_variables), values
+
+            return ops.cond(
+                _all_finite(grads),
+                lambda: super(OptzooOptimizer, self).stateless_apply(optimizer_variables, grads, trainable_variables),
+                skip,
+            )
+        finally:
+            self._in_stateless_apply = False
+
+    @property
+    def nonfinite_steps(self):
+        """How many steps `skip_nonfinite` has skipped (0 when it is off)."""
+        if not self.skip_nonfinite or not self.built:
+            return 0
+        return int(ops.convert_to_numpy(self._nonfinite_steps))
 
     # -- slots ---------------------------------------------------------------
     def build(self, var_list):
@@ -115,6 +163,10 @@ class OptzooOptimizer(keras.optimizers.Optimizer):
                     "variables passed to the optimizer."
                 )
         super().build(var_list)
+        if self.skip_nonfinite:
+            self._nonfinite_steps = self.add_variable(
+                shape=(), dtype="int", name="nonfinite_steps", aggregation="only_first_replica"
+            )
         self._state = {
             name: [self.add_variable_from_reference(v, name, initializer=self._initializer(name)) for v in var_list]
             for name in self._slot_names
@@ -174,11 +226,16 @@ class OptzooOptimizer(keras.optimizers.Optimizer):
         config = super().get_config()
         config.update({key: getattr(self, key) for key in self._hyperparameters})
         config["fused"] = self.fused
+        config["skip_nonfinite"] = self.skip_nonfinite
         return config
 
 
 def _path(variable):
     return getattr(variable, "path", None) or getattr(variable, "name", "?")
+
+
+def _all_finite(grads):
+    return ops.all(ops.stack([ops.all(ops.isfinite(g)) for g in grads if g is not None]))
 
 
 def _check_gradients(grads, variables):
