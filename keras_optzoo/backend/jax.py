@@ -3,6 +3,8 @@
 import jax
 import jax.numpy as jnp
 
+import keras
+
 from keras_optzoo.curvature import _steps
 
 
@@ -33,7 +35,7 @@ def rademacher(variables, seed, step):
 
 
 def train_step(model, state, data):
-    opt = model.optimizer  # built by Keras's JAX trainer before the first step
+    outer, opt = _steps.optimizers_of(model)  # built by Keras's JAX trainer before the first step
     trainable, non_trainable, opt_values, metrics_values = state
     x, y, sample_weight = _steps.unpack(data)
 
@@ -49,17 +51,20 @@ def train_step(model, state, data):
     def hvp(vectors):
         return jax.jvp(grad_fn, (trainable,), (list(vectors),))[1]
 
-    index = {id(v): i for i, v in enumerate(opt.variables)}
+    index = {id(v): i for i, v in enumerate(outer.variables)}
     slot_positions = [index[id(s)] for s in opt.curvature_slots()]
     step = opt_values[index[id(opt._iterations)]]
+    # grads are of the (possibly) scaled loss, the HVP of the unscaled one.
+    with keras.StatelessScope(state_mapping=list(zip(outer.variables, opt_values))):
+        scale = outer.scale_loss(jnp.ones((), grads[0].dtype))
     new = _steps.refreshed_curvature(
-        opt, hvp, grads, model.trainable_variables, step, [opt_values[i] for i in slot_positions]
+        opt, hvp, [g / scale for g in grads], model.trainable_variables, step, [opt_values[i] for i in slot_positions]
     )
     opt_values = list(opt_values)
     for position, value in zip(slot_positions, new):
         opt_values[position] = value
     opt.curvature_supplied = True
-    trainable, opt_values = opt.stateless_apply(opt_values, grads, trainable)
+    trainable, opt_values = outer.stateless_apply(opt_values, grads, trainable)
     logs, new_metrics = model._update_metrics_variables(
         new_metrics, unscaled_loss, x, y, y_pred, sample_weight
     )

@@ -49,7 +49,7 @@ def rademacher(variables, seed, step):
 
 
 def train_step(model, data):
-    opt = model.optimizer
+    outer, opt = _steps.optimizers_of(model)
     x, y, sample_weight = _steps.unpack(data)
 
     def loss_of():
@@ -59,19 +59,22 @@ def train_step(model, data):
     with tf.GradientTape() as tape:
         loss, y_pred = loss_of()
         model._loss_tracker.update_state(loss, sample_weight=tf.shape(next(i for i in keras.tree.flatten(x) if i is not None))[0])
-        scaled = opt.scale_loss(loss)
+        scaled = outer.scale_loss(loss)
     variables = model.trainable_weights  # after the forward pass, which builds a subclassed model
-    if not opt.built:
-        opt.build(variables)
+    if not outer.built:
+        outer.build(variables)
     grads = tape.gradient(scaled, variables)
     slots = opt.curvature_slots()
+    # The curvature comes from the unscaled loss (the HVP of the loss itself).
+    scale = outer.scale_loss(tf.ones((), grads[0].dtype))
     new = _steps.refreshed_curvature(
-        opt, _nested_hvp(lambda: loss_of()[0], variables), grads, variables, opt.iterations, [s.value for s in slots]
+        opt, _nested_hvp(lambda: loss_of()[0], variables), [g / tf.cast(scale, g.dtype) for g in grads], variables,
+        opt.iterations, [s.value for s in slots],
     )
     for slot, value in zip(slots, new):
         slot.assign(value)
     opt.curvature_supplied = True
-    opt.apply_gradients(zip(grads, variables))
+    outer.apply_gradients(zip(grads, variables))
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 

@@ -9,7 +9,6 @@ import torch
 import keras
 
 from keras_optzoo.curvature import _steps
-from keras_optzoo.curvature.estimators import curvature_for
 
 
 def _hvp_from(grads, params):
@@ -39,32 +38,40 @@ def rademacher(variables, seed, step):
 
 
 def train_step(model, data):
-    opt = model.optimizer
+    outer, opt = _steps.optimizers_of(model)
     x, y, sample_weight = _steps.unpack(data)
     y_pred = model(x, training=True)
     model.zero_grad()
     loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
     model._loss_tracker.update_state(loss, sample_weight=_steps.batch_size(x))
-    scaled = opt.scale_loss(loss)
+    scaled = outer.scale_loss(loss)
     variables = model.trainable_weights[:]
-    if not opt.built:
-        opt.build(variables)
+    if not outer.built:
+        outer.build(variables)
     params = [v.value for v in variables]
     step = int(opt.iterations)
     if step % opt.hessian_update_interval == 0:
-        graph_grads = torch.autograd.grad(scaled, params, create_graph=True)
-        grads = [g.detach() for g in graph_grads]
-        probes = _steps.probes_for(opt, variables, step)
-        new = curvature_for(opt, _hvp_from(graph_grads, params), grads, probes)
+        # The curvature is that of the unscaled loss, as on TensorFlow and JAX
+        # (a float16 HVP of the scaled loss overflows); the gradients handed
+        # to the optimizer are scaled back, for it (or its LossScaleOptimizer)
+        # to unscale.
+        graph_grads = torch.autograd.grad(loss, params, create_graph=True)
+        unscaled = [g.detach() for g in graph_grads]
+        scale = float(outer.scale_loss(1.0))
+        grads = [g * scale for g in unscaled] if scale != 1.0 else unscaled
+        slots = opt.curvature_slots()
+        new = _steps.refreshed_curvature(
+            opt, _hvp_from(graph_grads, params), unscaled, variables, step, [s.value for s in slots]
+        )
         with torch.no_grad():
-            for slot, value in zip(opt.curvature_slots(), new):
+            for slot, value in zip(slots, new):
                 slot.assign(value.detach())
         del graph_grads
     else:
         grads = list(torch.autograd.grad(scaled, params))
     opt.curvature_supplied = True
     with torch.no_grad():
-        opt.apply(grads, variables)
+        outer.apply(grads, variables)
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 

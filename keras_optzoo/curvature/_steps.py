@@ -21,14 +21,26 @@ def probes_for(optimizer, variables, step):
     return [backend.rademacher(variables, optimizer.seed + 7919 * j, step) for j in range(optimizer.num_probes)]
 
 
+def optimizers_of(model):
+    """(outer, inner): `outer` scales the loss and applies the gradients (a
+    keras.optimizers.LossScaleOptimizer under mixed_float16, else the
+    optimizer itself); `inner` is the second-order optimizer holding the
+    curvature."""
+    outer = model.optimizer
+    return outer, getattr(outer, "inner_optimizer", outer)
+
+
 def refreshed_curvature(optimizer, hvp, grads, variables, step, previous):
     """The optimizer's curvature input for this step: recomputed when
     `step % hessian_update_interval == 0`, else the previous one (ops.cond, so
-    the HVPs only run on refresh steps, also under XLA)."""
+    the HVPs only run on refresh steps, also under XLA). Entries that come
+    out non-finite (an overflow under float16 compute) keep their previous
+    value, so one bad estimate cannot poison the running averages."""
     interval = optimizer.hessian_update_interval
 
     def compute():
-        return curvature_for(optimizer, hvp, grads, probes_for(optimizer, variables, step))
+        new = curvature_for(optimizer, hvp, grads, probes_for(optimizer, variables, step))
+        return [ops.where(ops.isfinite(n), n, ops.cast(p, n.dtype)) for n, p in zip(new, previous)]
 
     if interval == 1:
         return compute()

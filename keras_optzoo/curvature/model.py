@@ -25,7 +25,9 @@ class CurvatureModel(keras.Model):
         return self.model(inputs, training=training)
 
     def train_step(self, *args):
-        if getattr(self.optimizer, "curvature_kind", None) is None:
+        # A LossScaleOptimizer (mixed_float16) wraps the second-order optimizer.
+        inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+        if getattr(inner, "curvature_kind", None) is None:
             return super().train_step(*args)
         return backend.train_step(self, *args)
 

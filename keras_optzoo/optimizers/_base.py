@@ -46,6 +46,9 @@ class OptzooOptimizer(keras.optimizers.Optimizer):
 
     _hyperparameters = ()
     _slot_names = ()
+    # Whether the update is safe on float16 variables (no division by an
+    # average of squares that underflows in float16).
+    _float16_variables = False
 
     def __init__(
         self,
@@ -161,6 +164,14 @@ class OptzooOptimizer(keras.optimizers.Optimizer):
                     f"{type(self).__name__} updates floating-point variables only; variable "
                     f"'{_path(v)}' has dtype {dtype}. Make it non-trainable or leave it out of the "
                     "variables passed to the optimizer."
+                )
+            if dtype == "float16" and not self._float16_variables:
+                raise TypeError(
+                    f"{type(self).__name__} cannot update float16 variables (variable '{_path(v)}'): its "
+                    "running averages of squared gradients or curvature underflow in float16 (below 6e-8 "
+                    "they are 0) and the step divides by them, giving inf/NaN. Keep the variables in "
+                    "float32 with the 'mixed_float16' or 'mixed_bfloat16' dtype policy, or use SGD, "
+                    "Momentum or Nesterov for float16 variables."
                 )
         super().build(var_list)
         if self.skip_nonfinite:

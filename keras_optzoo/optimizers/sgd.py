@@ -23,6 +23,8 @@ class SGD(OptzooOptimizer):
     {{base_kwargs}}
     """
 
+    _float16_variables = True
+
     def __init__(self, learning_rate=0.01, **kwargs):
         super().__init__(learning_rate=learning_rate, **kwargs)
 
@@ -69,6 +71,7 @@ class Momentum(OptzooOptimizer):
 
     _hyperparameters = ("momentum", "form")
     _slot_names = ("velocity",)
+    _float16_variables = True
     FORMS = ("classic", "ema")
 
     def __init__(self, learning_rate=0.01, momentum=0.9, form="classic", **kwargs):
@@ -122,6 +125,7 @@ class Nesterov(OptzooOptimizer):
 
     _hyperparameters = ("momentum",)
     _slot_names = ("velocity",)
+    _float16_variables = True
 
     def __init__(self, learning_rate=0.01, momentum=0.9, **kwargs):
         super().__init__(learning_rate=learning_rate, **kwargs)
