@@ -48,6 +48,11 @@ def rademacher(variables, seed, step):
     return out
 
 
+def _replica_sum(tensors):
+    context = tf.distribute.get_replica_context()
+    return list(context.all_reduce(tf.distribute.ReduceOp.SUM, list(tensors)))
+
+
 def train_step(model, data):
     outer, opt = _steps.optimizers_of(model)
     x, y, sample_weight = _steps.unpack(data)
@@ -67,9 +72,15 @@ def train_step(model, data):
     slots = opt.curvature_slots()
     # The curvature comes from the unscaled loss (the HVP of the loss itself).
     scale = outer.scale_loss(tf.ones((), grads[0].dtype))
+    # Under tf.distribute each replica sees its share of the batch, and Keras
+    # scales each replica's loss by 1 / replicas: the global HVP (and
+    # gradient) is the sum over replicas, which keeps the Hutchinson
+    # estimates and the CG solve equal to single-device training.
+    context = tf.distribute.get_replica_context()
+    distributed = context is not None and context.num_replicas_in_sync > 1
     new = _steps.refreshed_curvature(
         opt, _nested_hvp(lambda: loss_of()[0], variables), [g / tf.cast(scale, g.dtype) for g in grads], variables,
-        opt.iterations, [s.value for s in slots],
+        opt.iterations, [s.value for s in slots], replica_sum=_replica_sum if distributed else None,
     )
     for slot, value in zip(slots, new):
         slot.assign(value)

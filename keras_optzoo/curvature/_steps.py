@@ -30,21 +30,46 @@ def optimizers_of(model):
     return outer, getattr(outer, "inner_optimizer", outer)
 
 
-def refreshed_curvature(optimizer, hvp, grads, variables, step, previous):
+def refreshed_curvature(optimizer, hvp, grads, variables, step, previous, replica_sum=None):
     """The optimizer's curvature input for this step: recomputed when
     `step % hessian_update_interval == 0`, else the previous one (ops.cond, so
     the HVPs only run on refresh steps, also under XLA). Entries that come
     out non-finite (an overflow under float16 compute) keep their previous
-    value, so one bad estimate cannot poison the running averages."""
+    value, so one bad estimate cannot poison the running averages.
+
+    `replica_sum` (TensorFlow under tf.distribute) sums tensors over the
+    replicas, each of which sees its share of the batch. A diagonal estimate
+    is linear in the Hessian, so each replica estimates on its share and one
+    sum follows, outside the cond (collectives cannot run inside one); the
+    Newton-CG direction is not, so there every HVP and the gradient are summed.
+    """
     interval = optimizer.hessian_update_interval
+    probes = lambda: probes_for(optimizer, variables, step)  # noqa: E731
+    refresh = ops.equal(ops.mod(ops.cast(step, "int32"), interval), 0)
+
+    def keep_finite(new):
+        return [ops.where(ops.isfinite(n), n, ops.cast(p, n.dtype)) for n, p in zip(new, previous)]
+
+    if replica_sum is not None and optimizer.curvature_kind != "diagonal":
+        summed_hvp = lambda vectors: replica_sum(hvp(vectors))  # noqa: E731
+        return keep_finite(curvature_for(optimizer, summed_hvp, replica_sum(grads), probes()))
+    if replica_sum is not None:
+        if interval == 1:
+            local = curvature_for(optimizer, hvp, grads, probes())
+        else:
+            local = ops.cond(
+                refresh,
+                lambda: curvature_for(optimizer, hvp, grads, probes()),
+                lambda: [ops.zeros_like(p) for p in previous],
+            )
+        summed = replica_sum(local)
+        return keep_finite([ops.where(refresh, s, ops.cast(p, s.dtype)) for s, p in zip(summed, previous)])
 
     def compute():
-        new = curvature_for(optimizer, hvp, grads, probes_for(optimizer, variables, step))
-        return [ops.where(ops.isfinite(n), n, ops.cast(p, n.dtype)) for n, p in zip(new, previous)]
+        return keep_finite(curvature_for(optimizer, hvp, grads, probes()))
 
     if interval == 1:
         return compute()
-    refresh = ops.equal(ops.mod(ops.cast(step, "int32"), interval), 0)
     return ops.cond(refresh, compute, lambda: list(previous))
 
 
