@@ -81,6 +81,12 @@ def train_step(model, data):
 # one call: torch's fused CPU/CUDA kernels where the algorithm has one and its
 # state means the same as ours, `_foreach` ops otherwise.
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# torch's fused optimizer kernels run on CPU from 2.4 on; before that (or if a
+# kernel is missing) the keras.ops path runs.
+_KERNELS = ("_fused_adam_", "_fused_adamw_", "_fused_sgd_", "_fused_adagrad_", "_foreach_addcmul_")
+_HAS_KERNELS = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 4) and all(
+    hasattr(torch, k) for k in _KERNELS
+)
 
 
 def _lr(learning_rate, device):
@@ -117,6 +123,8 @@ def _adam(optimizer, hp, variables, params, grads, step, lr):
 
 
 def fused_update(optimizer, spec, grads, variables, learning_rate):
+    if not _HAS_KERNELS:
+        return False
     params = [v.value for v in variables]
     dtype, device = params[0].dtype, params[0].device
     if dtype not in _FLOATS or any(p.dtype != dtype or p.device != device for p in params):
