@@ -55,10 +55,13 @@ def train_step(model, state, data):
     slot_positions = [index[id(s)] for s in opt.curvature_slots()]
     step = opt_values[index[id(opt._iterations)]]
     # grads are of the (possibly) scaled loss, the HVP of the unscaled one.
-    with keras.StatelessScope(state_mapping=list(zip(outer.variables, opt_values))):
-        scale = outer.scale_loss(jnp.ones((), grads[0].dtype))
+    def scale():
+        with keras.StatelessScope(state_mapping=list(zip(outer.variables, opt_values))):
+            return outer.scale_loss(jnp.ones((), grads[0].dtype))
+
     new = _steps.refreshed_curvature(
-        opt, hvp, [g / scale for g in grads], model.trainable_variables, step, [opt_values[i] for i in slot_positions]
+        opt, hvp, _steps.unscaled(outer, grads, scale), model.trainable_variables, step,
+        [opt_values[i] for i in slot_positions],
     )
     opt_values = list(opt_values)
     for position, value in zip(slot_positions, new):

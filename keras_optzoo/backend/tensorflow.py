@@ -71,7 +71,7 @@ def train_step(model, data):
     grads = tape.gradient(scaled, variables)
     slots = opt.curvature_slots()
     # The curvature comes from the unscaled loss (the HVP of the loss itself).
-    scale = outer.scale_loss(tf.ones((), grads[0].dtype))
+    curvature_grads = _steps.unscaled(outer, grads, lambda: outer.scale_loss(tf.ones((), grads[0].dtype)))
     # Under tf.distribute each replica sees its share of the batch, and Keras
     # scales each replica's loss by 1 / replicas: the global HVP (and
     # gradient) is the sum over replicas, which keeps the Hutchinson
@@ -79,7 +79,7 @@ def train_step(model, data):
     context = tf.distribute.get_replica_context()
     distributed = context is not None and context.num_replicas_in_sync > 1
     new = _steps.refreshed_curvature(
-        opt, _nested_hvp(lambda: loss_of()[0], variables), [g / tf.cast(scale, g.dtype) for g in grads], variables,
+        opt, _nested_hvp(lambda: loss_of()[0], variables), curvature_grads, variables,
         opt.iterations, [s.value for s in slots], replica_sum=_replica_sum if distributed else None,
     )
     for slot, value in zip(slots, new):

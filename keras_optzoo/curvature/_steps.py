@@ -30,6 +30,15 @@ def optimizers_of(model):
     return outer, getattr(outer, "inner_optimizer", outer)
 
 
+def unscaled(outer, grads, scale_of):
+    """`grads` of the scaled loss divided by the loss scale, for the curvature
+    estimators; no work at all when nothing scales the loss."""
+    if outer.loss_scale_factor is None and not hasattr(outer, "inner_optimizer"):
+        return list(grads)
+    scale = scale_of()
+    return [g / ops.cast(scale, g.dtype) for g in grads]
+
+
 def refreshed_curvature(optimizer, hvp, grads, variables, step, previous, replica_sum=None):
     """The optimizer's curvature input for this step: recomputed when
     `step % hessian_update_interval == 0`, else the previous one (ops.cond, so
