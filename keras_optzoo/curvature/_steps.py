@@ -54,7 +54,9 @@ def refreshed_curvature(optimizer, hvp, grads, variables, step, previous, replic
     """
     interval = optimizer.hessian_update_interval
     probes = lambda: probes_for(optimizer, variables, step)  # noqa: E731
-    refresh = ops.equal(ops.mod(ops.cast(step, "int32"), interval), 0)
+
+    def refreshing():
+        return ops.equal(ops.mod(ops.cast(step, "int32"), interval), 0)
 
     def keep_finite(new):
         return [ops.where(ops.isfinite(n), n, ops.cast(p, n.dtype)) for n, p in zip(new, previous)]
@@ -64,13 +66,13 @@ def refreshed_curvature(optimizer, hvp, grads, variables, step, previous, replic
         return keep_finite(curvature_for(optimizer, summed_hvp, replica_sum(grads), probes()))
     if replica_sum is not None:
         if interval == 1:
-            local = curvature_for(optimizer, hvp, grads, probes())
-        else:
-            local = ops.cond(
-                refresh,
-                lambda: curvature_for(optimizer, hvp, grads, probes()),
-                lambda: [ops.zeros_like(p) for p in previous],
-            )
+            return keep_finite(replica_sum(curvature_for(optimizer, hvp, grads, probes())))
+        refresh = refreshing()
+        local = ops.cond(
+            refresh,
+            lambda: curvature_for(optimizer, hvp, grads, probes()),
+            lambda: [ops.zeros_like(p) for p in previous],
+        )
         summed = replica_sum(local)
         return keep_finite([ops.where(refresh, s, ops.cast(p, s.dtype)) for s, p in zip(summed, previous)])
 
@@ -79,7 +81,7 @@ def refreshed_curvature(optimizer, hvp, grads, variables, step, previous, replic
 
     if interval == 1:
         return compute()
-    return ops.cond(refresh, compute, lambda: list(previous))
+    return ops.cond(refreshing(), compute, lambda: list(previous))
 
 
 def unpack(data):
