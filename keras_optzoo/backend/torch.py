@@ -110,8 +110,7 @@ def _adam(optimizer, hp, variables, params, grads, step, lr):
         groups.setdefault(bool(decay) and optimizer._use_weight_decay(v), []).append(i)
     for decayed, index in groups.items():
         def pick(name):
-            slot = optimizer._state[name]
-            return [slot[optimizer._get_variable_index(variables[i])].value for i in index]
+            return [optimizer._slot(name, variables[i]).value for i in index]
 
         kernel = torch._fused_adamw_ if decayed else torch._fused_adam_
         kernel(

@@ -68,7 +68,7 @@ class OptzooOptimizer(keras.optimizers.Optimizer):
         **kwargs,
     ):
         v = _validation
-        for arg, value in (("fused", fused), ("skip_nonfinite", skip_nonfinite)):
+        for arg, value in (("use_ema", use_ema), ("fused", fused), ("skip_nonfinite", skip_nonfinite)):
             if not isinstance(value, bool):
                 raise TypeError(f"`{arg}` must be True or False; received {value!r}.")
         optional = {
@@ -84,8 +84,6 @@ class OptzooOptimizer(keras.optimizers.Optimizer):
             gradient_accumulation_steps = v.integer("gradient_accumulation_steps", gradient_accumulation_steps, low=2)
         if ema_overwrite_frequency is not None:
             ema_overwrite_frequency = v.integer("ema_overwrite_frequency", ema_overwrite_frequency, low=1)
-        if not isinstance(use_ema, bool):
-            raise TypeError(f"`use_ema` must be True or False; received {use_ema!r}.")
         super().__init__(
             learning_rate=v.learning_rate(learning_rate),
             weight_decay=v.optional_non_negative("weight_decay", weight_decay),
