@@ -41,6 +41,9 @@ else:
 HessianProgram = hvp.HessianProgram
 rademacher = hvp.rademacher
 train_step = _train_step.train_step
+# Whether `fit` runs the update eagerly in Python (torch), so that an
+# optimizer can count steps on the host instead of reading `iterations`.
+HOST_STEPS = _train_step.HOST_STEPS
 KERNELS = kernels.KERNELS
 DECAY_IN_KERNEL = kernels.DECAY_IN_KERNEL
 cond_effects = kernels.cond_effects

@@ -105,8 +105,10 @@ class Hessian:
         unit vectors q, `iterations` Lanczos steps give a tridiagonal T whose
         eigenvalues are the nodes and whose eigenvectors' squared first
         entries are the weights (they sum to 1 per run). Returns `(nodes,
-        weights)`, NumPy arrays of `num_runs * iterations` entries, weights
-        divided by `num_runs`: sum(weights * f(nodes)) estimates tr(f(H)) / n.
+        weights)`, NumPy arrays of up to `num_runs * iterations` entries
+        (fewer where Lanczos meets an invariant subspace early, as with
+        repeated eigenvalues), weights divided by `num_runs`:
+        sum(weights * f(nodes)) estimates tr(f(H)) / n.
         Smooth it for a plot, e.g. with a Gaussian kernel over a grid."""
         m = _validation.integer("iterations", iterations, low=1)
         m = min(m, self.num_parameters)

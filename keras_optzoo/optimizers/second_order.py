@@ -9,7 +9,7 @@ from typing import NamedTuple
 from keras import ops
 
 from keras_optzoo import _keras_compat as compat
-from keras_optzoo import _validation
+from keras_optzoo import _validation, backend
 from keras_optzoo.optimizers._base import OptzooOptimizer, register
 
 WRAP_MESSAGE = (
@@ -94,6 +94,8 @@ class SecondOrderOptimizer(OptzooOptimizer):
         return list(self._curvature)
 
     def host_step(self):
+        if not backend.HOST_STEPS:  # the update runs traced: no host-side count to keep
+            return int(ops.convert_to_numpy(self.iterations))
         if self._host_step is None:  # first use, or the state was loaded: read it once
             self._host_step = int(ops.convert_to_numpy(self.iterations))
         return self._host_step

@@ -9,6 +9,9 @@ from keras_optzoo import _keras_compat as compat
 from keras_optzoo.backend import _common
 
 
+# `fit` runs this step traced (compiled), so no Python-side step count is kept.
+HOST_STEPS = False
+
 def train_step(model, state, data, curvature):
     """Keras's JAX train step plus, before the update, `curvature(...)`
     written into the optimizer's curvature slots (refresh-gated with

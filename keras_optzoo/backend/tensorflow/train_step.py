@@ -12,6 +12,9 @@ def _replica_sum(tensors):
     return list(context.all_reduce(tf.distribute.ReduceOp.SUM, list(tensors)))
 
 
+# `fit` runs this step traced (compiled), so no Python-side step count is kept.
+HOST_STEPS = False
+
 def train_step(model, data, curvature):
     """Keras's train step plus, before the update, `curvature(...)` written
     into the optimizer's curvature slots (refresh-gated inside `curvature`)."""

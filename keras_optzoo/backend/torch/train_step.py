@@ -7,6 +7,9 @@ from keras_optzoo.backend import _common
 from keras_optzoo.backend.torch.hvp import hvp_from
 
 
+# `fit` runs this step eagerly, so refreshes are decided on the host.
+HOST_STEPS = True
+
 def train_step(model, data, curvature):
     """Keras's torch train step; on refresh steps (decided from the
     optimizer's host-side step count, so no device read) the gradient is
