@@ -15,7 +15,9 @@ One subpackage per backend, one module per job (as Keras splits
   `curvature` object (`keras_optzoo.curvature.CurvatureUpdate`);
 - `kernels`: `KERNELS`, a table kind -> fused update kernel (one small
   function per algorithm), `DECAY_IN_KERNEL`, and `cond_effects`;
-- `dot(xs, ys)`: the inner product of two lists of tensors, in keras.ops.
+- `dot(xs, ys)`: the inner product of two lists of tensors, in keras.ops;
+- `optimizers_of(model)`: (the optimizer that applies, the second-order one
+  inside it), which differ under a LossScaleOptimizer.
 
 This package imports nothing of keras_optzoo but `_keras_compat` and its own
 `_common`; everything above it (optimizers, curvature, callbacks) imports it.
@@ -23,7 +25,7 @@ This package imports nothing of keras_optzoo but `_keras_compat` and its own
 
 import keras
 
-from keras_optzoo.backend._common import dot
+from keras_optzoo.backend._common import dot, optimizers_of
 
 _NAME = keras.backend.backend()
 if _NAME == "tensorflow":

@@ -28,9 +28,7 @@ class CurvatureModel(keras.Model):
         return self.model(inputs, training=training)
 
     def train_step(self, *args):
-        # A LossScaleOptimizer (mixed_float16) wraps the second-order optimizer.
-        outer = self.optimizer
-        inner = outer.inner_optimizer if isinstance(outer, keras.optimizers.LossScaleOptimizer) else outer
+        _, inner = backend.optimizers_of(self)  # (a LossScaleOptimizer may wrap ours)
         if not isinstance(inner, SecondOrderOptimizer):
             return super().train_step(*args)
         inner.curvature_supplied = True  # this step writes the curvature slots before `apply`
