@@ -170,18 +170,20 @@ class Hessian:
 def _lanczos(matvec, start, m):
     """m Lanczos steps from `start` with full reorthogonalisation (stopped
     early at an invariant subspace); the tridiagonal's (alphas, betas)."""
-    basis = [start / np.linalg.norm(start)]
+    basis = np.zeros((m, len(start)))  # rows: the orthonormal Lanczos vectors
+    basis[0] = start / np.linalg.norm(start)
     alphas, betas = [], []
     for j in range(m):
         w = matvec(basis[j])
         alphas.append(float(w @ basis[j]))
-        for b in basis:
-            w -= (w @ b) * b
+        w -= alphas[-1] * basis[j] + (betas[-1] * basis[j - 1] if j else 0.0)  # the three-term recurrence
+        q = basis[: j + 1]
+        w -= q.T @ (q @ w)  # full reorthogonalisation, one Gram-Schmidt pass as two matrix products
         beta = float(np.linalg.norm(w))
         if j == m - 1 or beta < 1e-10 * max(1.0, abs(alphas[-1])):
             break
         betas.append(beta)
-        basis.append(w / beta)
+        basis[j + 1] = w / beta
     return alphas, betas[: len(alphas) - 1]
 
 
