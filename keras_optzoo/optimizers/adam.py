@@ -71,7 +71,7 @@ class Adam(_AdamBase):
         learning_rate: lr, default 0.001.
         beta_1: moment decay in [0, 1), default 0.9.
         beta_2: moment decay in [0, 1), default 0.999.
-        epsilon: > 0, default 1e-7 (Keras's default; torch uses 1e-8).
+        epsilon: a number > 0, default 1e-7 (Keras's default; torch uses 1e-8).
         keras_compat: False (default) puts epsilon after the bias correction
             as above; True computes `keras.optimizers.Adam`'s arithmetic,
             `lr * sqrt(1 - beta_2^t) / (1 - beta_1^t) * m / (sqrt(v) + epsilon)`,
@@ -100,7 +100,7 @@ class AMSGrad(_AdamBase):
         learning_rate: lr, default 0.001.
         beta_1: moment decay in [0, 1), default 0.9.
         beta_2: moment decay in [0, 1), default 0.999.
-        epsilon: > 0, default 1e-7.
+        epsilon: a number > 0, default 1e-7.
         keras_compat: True computes `keras.optimizers.Adam(amsgrad=True)`'s
             arithmetic (epsilon before the bias correction); see `Adam`.
     {{base_kwargs}}
@@ -128,11 +128,13 @@ class AdamW(_AdamBase):
         weight_decay: lambda >= 0, default 0.004 (Keras's default; torch 0.01).
         beta_1: moment decay in [0, 1), default 0.9.
         beta_2: moment decay in [0, 1), default 0.999.
-        epsilon: > 0, default 1e-7.
+        epsilon: a number > 0, default 1e-7.
         keras_compat: True computes `keras.optimizers.AdamW`'s arithmetic
             (epsilon before the bias correction); see `Adam`.
     {{base_kwargs}}
     """
 
-    def __init__(self, learning_rate=0.001, weight_decay=0.004, **kwargs):
-        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, **kwargs)
+    def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 keras_compat=False, **kwargs):
+        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, beta_1=beta_1, beta_2=beta_2,
+                         epsilon=epsilon, keras_compat=keras_compat, **kwargs)

@@ -26,7 +26,7 @@ class Adagrad(OptzooOptimizer):
         learning_rate: lr, default 0.01.
         initial_accumulator_value: G_0 >= 0; default 0.0, or 0.1 (Keras's)
             with `keras_compat=True`.
-        epsilon: > 0, default 1e-7 (Keras's default).
+        epsilon: a number > 0, default 1e-7 (Keras's default).
         keras_compat: False (default) computes the update above; True
             computes `keras.optimizers.Adagrad`'s,
             `theta <- theta - lr * g / sqrt(G + epsilon)` with G_0 = 0.1
@@ -86,7 +86,7 @@ class RMSprop(OptzooOptimizer):
         learning_rate: lr, default 0.001.
         rho: the decay of the squared-gradient average, in [0, 1); default 0.9
             (Hinton's and Keras's value; torch uses 0.99).
-        epsilon: > 0, default 1e-7.
+        epsilon: a number > 0, default 1e-7.
         keras_compat: False (default) computes the update above; True
             computes `keras.optimizers.RMSprop`'s (momentum 0, not centered),
             `theta <- theta - lr * g / sqrt(v + epsilon)`, through the
