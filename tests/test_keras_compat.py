@@ -76,10 +76,20 @@ def test_keras_compat_round_trips_and_turns_off_the_fused_kernel(cls):
     assert cls().get_config()["keras_compat"] is False
 
 
-def test_adagrad_keras_compat_takes_keras_initial_accumulator_unless_given():
+def test_adagrad_keras_compat_takes_kerass_defaults_unless_given():
     assert kz.Adagrad().initial_accumulator_value == 0.0
     assert kz.Adagrad(keras_compat=True).initial_accumulator_value == 0.1
     assert kz.Adagrad(keras_compat=True, initial_accumulator_value=0.0).initial_accumulator_value == 0.0
+    assert float(kz.Adagrad().learning_rate) == pytest.approx(0.01)
+    assert float(kz.Adagrad(keras_compat=True, learning_rate=0.05).learning_rate) == pytest.approx(0.05)
+
+
+def test_adagrad_with_no_arguments_but_keras_compat_is_keras_adagrad():
+    """Keras's defaults differ (lr 0.001, accumulator 0.1): keras_compat=True
+    alone must give `keras.optimizers.Adagrad()`'s steps."""
+    expected = _train(keras.optimizers.Adagrad())
+    for i, (a, e) in enumerate(zip(_train(kz.Adagrad(keras_compat=True)), expected)):
+        np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6, err_msg=f"weight {i}")
 
 
 @pytest.mark.parametrize("value", [1, "yes", None, 0.0])

@@ -23,24 +23,29 @@ class Adagrad(OptzooOptimizer):
     numbers.
 
     Args:
-        learning_rate: lr, default 0.01.
+        learning_rate: lr; default 0.01 (seeds 000/001, torch), or 0.001
+            (Keras's) with `keras_compat=True`.
         initial_accumulator_value: G_0 >= 0; default 0.0, or 0.1 (Keras's)
             with `keras_compat=True`.
         epsilon: a number > 0, default 1e-7 (Keras's default).
         keras_compat: False (default) computes the update above; True
             computes `keras.optimizers.Adagrad`'s,
-            `theta <- theta - lr * g / sqrt(G + epsilon)` with G_0 = 0.1
-            unless `initial_accumulator_value` is given, through the
-            `keras.ops` code (no fused kernel).
+            `theta <- theta - lr * g / sqrt(G + epsilon)`, and its defaults
+            (lr 0.001, G_0 = 0.1) for the arguments not given, through the
+            `keras.ops` code (no fused kernel): `Adagrad(keras_compat=True)`
+            takes the steps of `keras.optimizers.Adagrad()`.
     {{base_kwargs}}
     """
 
     _hyperparameters = ("initial_accumulator_value", "epsilon", "keras_compat")
     _slot_names = ("accumulator",)
 
-    def __init__(self, learning_rate=0.01, initial_accumulator_value=None, epsilon=1e-7, keras_compat=False, **kwargs):
+    def __init__(self, learning_rate=None, initial_accumulator_value=None, epsilon=1e-7, keras_compat=False, **kwargs):
+        keras_compat = _validation.boolean("keras_compat", keras_compat)
+        if learning_rate is None:
+            learning_rate = 0.001 if keras_compat else 0.01
         super().__init__(learning_rate=learning_rate, **kwargs)
-        self.keras_compat = _validation.boolean("keras_compat", keras_compat)
+        self.keras_compat = keras_compat
         if initial_accumulator_value is None:
             initial_accumulator_value = 0.1 if self.keras_compat else 0.0
         self.initial_accumulator_value = _validation.non_negative(
