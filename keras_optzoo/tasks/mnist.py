@@ -90,7 +90,8 @@ def _load_tfds():
         import tensorflow_datasets as tfds
     except ImportError as err:
         raise ImportError(
-            "source='tfds' needs the tensorflow-datasets package (pip install tensorflow-datasets); "
+            "source='tfds' needs the tensorflow-datasets package (pip install \"keras-optzoo[tfds]\", "
+            "or pip install tensorflow-datasets); "
             "or use source='keras', 'idx' or 'embedded'."
         ) from err
     out = []
