@@ -1,6 +1,7 @@
 """`optzoo-bench --quick` end to end, and its bad-argument handling."""
 
 import csv
+import re
 import subprocess
 import sys
 
@@ -71,6 +72,18 @@ def test_bad_arguments_exit_2_naming_the_option(args, words, capsys, tmp_path):
 UPDATE_STEP = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks" / "update_step.py")
 
 
+def _verdict_agrees_with_its_ratios(cell):
+    """`met (...)` / `NOT met (...)`: the word must follow from the bounds
+    and ratios written inside the parentheses ("<= 1.1x optax: 0.97x",
+    ">= 3x faster than Keras: 6.4x"), all of which must hold for "met"."""
+    match = re.fullmatch(r"(met|NOT met) \((.+)\)", cell)
+    assert match, f"no verdict in {cell!r}"
+    checks = re.findall(r"(<=|>=) ([\d.]+)x[^:]*: ([\d.]+)x", match.group(2))
+    assert checks, f"no bound in {cell!r}"
+    holds = all(float(r) <= float(b) if op == "<=" else float(r) >= float(b) for op, b, r in checks)
+    return holds == (match.group(1) == "met")
+
+
 def test_update_step_benchmark_runs_and_reports_ratios(tmp_path):
     """benchmarks/update_step.py on this backend at a small size: one row per
     optimizer with ours, Keras, the native libraries and the target verdict."""
@@ -86,7 +99,7 @@ def test_update_step_benchmark_runs_and_reports_ratios(tmp_path):
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert float(cells[3]) > 0 and float(cells[4]) > 0  # ours ms, Keras ms
-        assert ("met" in cells[-1]) and ("<=" in cells[-1])
+        assert _verdict_agrees_with_its_ratios(cells[-1]), cells[-1]
         if native:
             assert native in cells[5]
     assert "Targets (issue 8)" in text

@@ -98,7 +98,10 @@ def test_hutchinson_converges_to_exact_diagonal_and_trace():
         errors.append(np.linalg.norm(diag - np.diag(hess)) / np.linalg.norm(np.diag(hess)))
     assert errors[0] > errors[1] > errors[2] and errors[2] < 0.15, errors
     trace = curvature.hutchinson_trace(model, "sparse_categorical_crossentropy", x, y, num_probes=1024, seed=4)
-    assert abs(trace - np.trace(hess)) < 0.1 * abs(np.trace(hess))
+    # Rademacher probes: Var(z^T H z) = 2 sum_{i != j} H_ij^2 (closed form), so
+    # the mean of 1024 lies within 4 standard deviations of tr(H).
+    sigma = np.sqrt(2 * (np.sum(hess**2) - np.sum(np.diag(hess) ** 2)) / 1024)
+    assert abs(trace - np.trace(hess)) < 4 * sigma, (trace, np.trace(hess), sigma)
 
 
 def test_top_eigenvalues_match_eigvalsh():

@@ -120,7 +120,7 @@ def test_fused_equals_reference_in_fit(name):
     assert_all_close(weights[0], weights[1], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.skipif(BACKEND != "tensorflow", reason="XLA compilation of tf.function: TensorFlow only")
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="needs the TensorFlow backend (tf.function with jit_compile=True)")
 @pytest.mark.parametrize("make", [c[1] for c in CASES], ids=IDS)
 def test_fused_kernels_compile_under_xla(make):
     import tensorflow as tf
@@ -170,7 +170,7 @@ print("RESULT " + json.dumps({"single": single, "mirrored": mirrored, "replicas"
 """
 
 
-@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute.MirroredStrategy: TensorFlow only")
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="needs the TensorFlow backend (tf.distribute.MirroredStrategy)")
 @pytest.mark.parametrize("name", ["momentum", "adam"])
 def test_fused_kernels_keep_the_mirrored_cross_replica_sum(name, tmp_path):
     """Two replicas on two logical CPUs, global batch 32, give the weights of

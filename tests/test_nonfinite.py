@@ -148,7 +148,7 @@ def test_loss_scale_optimizer_skips_nonfinite_steps_of_ours(name, cls):
     assert not np.array_equal(keras.ops.convert_to_numpy(variables[0]), before[0])
 
 
-@pytest.mark.skipif(BACKEND != "jax", reason="stateless_apply: JAX's functional path")
+@pytest.mark.skipif(BACKEND != "jax", reason="needs the JAX backend (stateless_apply under jax.jit)")
 def test_skip_nonfinite_in_stateless_apply_under_jit():
     import jax
 

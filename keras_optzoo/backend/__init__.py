@@ -1,37 +1,64 @@
-"""The only place that imports tensorflow, jax or torch.
+"""The bottom layer: the only code that imports tensorflow, jax or torch.
 
-Each backend module provides:
-- `loss_and_hvp(model, loss_fn, x, y)`: the scalar training loss (with the
-  model's regularization losses), its gradients and an HVP oracle at (x, y);
-- `rademacher(variables, seed, step)`: +-1 probes shaped like `variables`;
-- `train_step`: the `train_step` of `keras_optzoo.with_curvature` models;
-- `fused_update(optimizer, spec, grads, variables, lr)` and
-  `fused_update_one(optimizer, spec, grad, variable, lr)`: run a first-order
-  update through the backend's own kernels (all variables at once, or one),
-  returning False where there is none (the keras.ops path runs instead);
-- `cond_effects(pred, true_fn, false_fn)`: run one of two branches that
-  assign to variables (skip_nonfinite).
+One subpackage per backend, one module per job (as Keras splits
+`backend/<name>/{core,trainer,optimizer}.py`):
+
+- `hvp`: `HessianProgram(model, loss_fn)` with `.evaluate(x, y) -> (loss,
+  grads, hvp)` (the loss at training=False plus the model's regularization
+  losses, at the current weights; `hvp(vectors) -> H @ vectors`), and
+  `rademacher(variables, seed, step)`, the +-1 probes of every Hutchinson
+  estimate in the package;
+- `train_step`: `train_step(model, *args, curvature)`, the train step of
+  `keras_optzoo.with_curvature` models. It talks to the optimizer only through
+  the `SecondOrderOptimizer` contract (`curvature_slots()`,
+  `is_refresh(step)`, `host_step()`) and gets what to compute from the
+  `curvature` object (`keras_optzoo.curvature.CurvatureUpdate`);
+- `kernels`: `KERNELS`, a table kind -> fused update kernel (one small
+  function per algorithm), `DECAY_IN_KERNEL`, and `cond_effects`;
+- `dot(xs, ys)`: the inner product of two lists of tensors, in keras.ops;
+- `optimizers_of(model)`: (the optimizer that applies, the second-order one
+  inside it), which differ under a LossScaleOptimizer.
+
+This package imports nothing of keras_optzoo but `_keras_compat` and its own
+`_common`; everything above it (optimizers, curvature, callbacks) imports it.
 """
 
 import keras
 
+from keras_optzoo.backend._common import dot, optimizers_of
+
 _NAME = keras.backend.backend()
 if _NAME == "tensorflow":
-    from keras_optzoo.backend import tensorflow as impl
+    from keras_optzoo.backend.tensorflow import hvp, kernels, train_step as _train_step
 elif _NAME == "jax":
-    from keras_optzoo.backend import jax as impl
+    from keras_optzoo.backend.jax import hvp, kernels, train_step as _train_step
 elif _NAME == "torch":
-    from keras_optzoo.backend import torch as impl
+    from keras_optzoo.backend.torch import hvp, kernels, train_step as _train_step
 else:
     raise ImportError(
         f"keras_optzoo supports the tensorflow, jax and torch Keras backends; "
         f"KERAS_BACKEND is {_NAME!r}. Set KERAS_BACKEND to one of those."
     )
 
-loss_and_hvp = impl.loss_and_hvp
-rademacher = impl.rademacher
-train_step = impl.train_step
-DECAY_IN_KERNEL = impl.DECAY_IN_KERNEL
-fused_update = impl.fused_update
-fused_update_one = impl.fused_update_one
-cond_effects = impl.cond_effects
+HessianProgram = hvp.HessianProgram
+rademacher = hvp.rademacher
+train_step = _train_step.train_step
+# Whether `fit` runs the update eagerly in Python (torch), so that an
+# optimizer can count steps on the host instead of reading `iterations`.
+HOST_STEPS = _train_step.HOST_STEPS
+KERNELS = kernels.KERNELS
+DECAY_IN_KERNEL = kernels.DECAY_IN_KERNEL
+cond_effects = kernels.cond_effects
+
+
+def fused_update(optimizer, spec, grads, variables, learning_rate):
+    """Every variable through the backend's kernel for `spec = (kind,
+    hyperparameters)` in one call (torch); False where there is none."""
+    kernel = KERNELS.get(spec[0]) if kernels.ALL_AT_ONCE else None
+    return kernel is not None and kernels.run_all(kernel, optimizer, spec[1], grads, variables, learning_rate)
+
+
+def fused_update_one(optimizer, spec, gradient, variable, learning_rate):
+    """One variable through the backend's kernel (TensorFlow); False where there is none."""
+    kernel = None if kernels.ALL_AT_ONCE else KERNELS.get(spec[0])
+    return kernel is not None and kernels.run_one(kernel, optimizer, spec[1], gradient, variable, learning_rate)

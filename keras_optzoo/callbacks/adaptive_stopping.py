@@ -4,6 +4,7 @@ import numpy as np
 
 import keras
 
+from keras_optzoo import _keras_compat as compat
 from keras_optzoo import _validation
 
 
@@ -88,12 +89,12 @@ class AdaptiveStopping(keras.callbacks.EarlyStopping):
 
     def _observe(self, logs):
         if self.monitor_op is None:
-            self._set_monitor_op()
+            compat.set_monitor_op(self)
         current = self.get_monitor_value(logs)
         if current is None:
             return
         current = float(current)
-        if self.restore_best_weights and (self.best is None or self._is_improvement(current, self.best)):
+        if self.restore_best_weights and (self.best is None or compat.is_improvement(self, current, self.best)):
             self.best, self.best_epoch = current, self._epoch
             self.best_weights = self.model.get_weights()
         self.values.append(current)
@@ -102,7 +103,7 @@ class AdaptiveStopping(keras.callbacks.EarlyStopping):
             return
         previous = float(np.mean(self.values[-2 * w : -w]))
         latest = float(np.mean(self.values[-w:]))
-        minimize = bool(self._is_improvement(0.0, 1.0))
+        minimize = bool(compat.is_improvement(self, 0.0, 1.0))
         gain = previous - latest if minimize else latest - previous
         if self.relative:
             gain /= max(abs(previous), 1e-12)

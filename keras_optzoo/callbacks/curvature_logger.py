@@ -4,6 +4,7 @@ import numpy as np
 
 import keras
 
+from keras_optzoo import _keras_compat as compat
 from keras_optzoo import _validation, curvature
 
 
@@ -52,6 +53,7 @@ class CurvatureLogger(keras.callbacks.Callback):
         self.unit = _validation.choice("unit", unit, ("epoch", "step"))
         self.seed = seed
         self._step = 0
+        self._hessian = None
 
     def _loss(self):
         if self.loss_fn is not None:
@@ -68,17 +70,19 @@ class CurvatureLogger(keras.callbacks.Callback):
 
     def measure(self):
         """The statistics now, as a dict (what goes into `logs`)."""
-        model = self.model.model if isinstance(self.model, curvature.CurvatureModel) else self.model
-        # One oracle for the eigenvalues, the trace and the gradient norm.
-        _, grads, oracle = curvature._oracle(model, self._loss(), self.x, self.y)
-        m = curvature._krylov_size(model, self.k, self.lanczos_iterations)
-        eigs = curvature._lanczos(oracle, model, self.k, m, self.seed)
-        trace = float(sum(np.sum(d) for d in curvature._hutchinson(oracle, model, self.num_probes, self.seed)))
-        grad_norm = float(np.sqrt(sum(np.sum(np.square(keras.ops.convert_to_numpy(g))) for g in grads)))
-        lr = float(keras.ops.convert_to_numpy(self.model.optimizer._get_current_learning_rate()))
+        model = self.model  # (Callback.model brings JAX's training state back into the variables)
+        if self._hessian is None:  # one Hessian per run: compiled once (JAX), reused every call
+            self._hessian = curvature.Hessian(model, self._loss(), self.x, self.y)
+        stats = self._hessian.statistics(self.k, self.num_probes, self.lanczos_iterations, self.seed)
+        eigs = stats["top_eigenvalues"]
+        lr = float(keras.ops.convert_to_numpy(compat.current_learning_rate(model.optimizer)))
         out = {f"hessian_top_eig_{i + 1}": float(e) for i, e in enumerate(eigs)}
-        out.update(hessian_trace=trace, grad_norm=grad_norm, eos_ratio=float(eigs[0]) * lr / 2.0)
+        out.update(hessian_trace=stats["trace"], grad_norm=stats["grad_norm"], eos_ratio=float(eigs[0]) * lr / 2.0)
         return out
+
+    def set_model(self, model):
+        super().set_model(model)
+        self._hessian = None
 
     def on_epoch_end(self, epoch, logs=None):
         if self.unit == "epoch" and (epoch + 1) % self.every == 0 and logs is not None:

@@ -7,9 +7,7 @@ run inside jitted train steps on every backend.
 
 from keras import ops
 
-
-def _dot(xs, ys):
-    return sum(ops.sum(ops.multiply(x, y)) for x, y in zip(xs, ys))
+from keras_optzoo.backend import dot
 
 
 def hutchinson(hvp, probes):
@@ -31,24 +29,17 @@ def conjugate_gradient(hvp, rhs, damping, iterations, tolerance=1e-20):
     x = [ops.zeros_like(r) for r in rhs]
     r = list(rhs)
     p = list(rhs)
-    rs = _dot(r, r)
+    rs = dot(r, r)
     active = ops.cast(rs > tolerance, rs.dtype)
     for _ in range(iterations):
         ap = [h + damping * pi for h, pi in zip(hvp(p), p)]
-        p_ap = _dot(p, ap)
+        p_ap = dot(p, ap)
         active = active * ops.cast(p_ap > 0, rs.dtype) * ops.cast(rs > tolerance, rs.dtype)
         alpha = active * rs / ops.where(p_ap > 0, p_ap, ops.ones_like(p_ap))
         x = [xi + alpha * pi for xi, pi in zip(x, p)]
         r = [ri - alpha * api for ri, api in zip(r, ap)]
-        rs_new = _dot(r, r)
+        rs_new = dot(r, r)
         beta = active * rs_new / ops.where(rs > 0, rs, ops.ones_like(rs))
         p = [ri + beta * pi for ri, pi in zip(r, p)]
         rs = ops.where(active > 0, rs_new, rs)
     return x
-
-
-def curvature_for(optimizer, hvp, grads, probes):
-    """What `optimizer.curvature_kind` asks for: a diagonal estimate, or a Newton-CG direction."""
-    if optimizer.curvature_kind == "diagonal":
-        return hutchinson(hvp, probes)
-    return conjugate_gradient(hvp, grads, optimizer.damping, optimizer.cg_iterations)

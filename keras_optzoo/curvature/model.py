@@ -3,7 +3,10 @@ second-order optimizers."""
 
 import keras
 
+from keras_optzoo import _keras_compat as compat
 from keras_optzoo import backend
+from keras_optzoo.curvature.update import CurvatureUpdate
+from keras_optzoo.optimizers.second_order import SecondOrderOptimizer
 
 
 @keras.saving.register_keras_serializable(package="keras_optzoo")
@@ -25,11 +28,11 @@ class CurvatureModel(keras.Model):
         return self.model(inputs, training=training)
 
     def train_step(self, *args):
-        # A LossScaleOptimizer (mixed_float16) wraps the second-order optimizer.
-        inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
-        if getattr(inner, "curvature_kind", None) is None:
+        _, inner = backend.optimizers_of(self)  # (a LossScaleOptimizer may wrap ours)
+        if not isinstance(inner, SecondOrderOptimizer):
             return super().train_step(*args)
-        return backend.train_step(self, *args)
+        inner.curvature_supplied = True  # this step writes the curvature slots before `apply`
+        return backend.train_step(self, *args, curvature=CurvatureUpdate(inner))
 
     def build(self, input_shape=None):
         if not self.model.built and input_shape is not None:
@@ -65,6 +68,6 @@ def with_curvature(model):
     if getattr(model, "compiled", False) and model.optimizer is not None:
         wrapped.compile(
             optimizer=model.optimizer, loss=model.loss,
-            metrics=getattr(model, "_compile_metrics", None) and model._compile_metrics._user_metrics,
+            metrics=compat.compiled_metrics(model),
         )
     return wrapped

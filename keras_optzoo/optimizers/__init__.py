@@ -3,7 +3,14 @@
 from keras_optzoo.optimizers.adam import AMSGrad, Adam, AdamW
 from keras_optzoo.optimizers.adaptive import Adagrad, RMSprop
 from keras_optzoo.optimizers.registry import ALL_OPTIMIZERS, FIRST_ORDER, SECOND_ORDER, get
-from keras_optzoo.optimizers.second_order import AdaHessian, Hybrid, Newton, SophiaH
+from keras_optzoo.optimizers.second_order import (
+    AdaHessian,
+    CurvatureRequest,
+    Hybrid,
+    Newton,
+    SecondOrderOptimizer,
+    SophiaH,
+)
 from keras_optzoo.optimizers.sgd import SGD, Momentum, Nesterov
 
 __all__ = [
@@ -19,6 +26,8 @@ __all__ = [
     "Hybrid",
     "AdaHessian",
     "SophiaH",
+    "SecondOrderOptimizer",
+    "CurvatureRequest",
     "ALL_OPTIMIZERS",
     "FIRST_ORDER",
     "SECOND_ORDER",

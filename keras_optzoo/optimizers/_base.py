@@ -4,8 +4,8 @@ shared pieces of arithmetic (EMA, bias correction) used by several of them."""
 import keras
 from keras import ops
 
-from keras_optzoo import _validation
-from keras_optzoo import backend
+from keras_optzoo import _keras_compat as compat
+from keras_optzoo import _validation, backend
 
 BASE_KWARGS_DOC = """
     Base keyword arguments (all passed through to `keras.optimizers.Optimizer`):
@@ -109,7 +109,7 @@ class OptzooOptimizer(keras.optimizers.Optimizer):
             trainable_variables = list(trainable_variables)
             _check_gradients(grads, trainable_variables)
         elif self.built:
-            _check_gradients(grads, self._trainable_variables)
+            _check_gradients(grads, compat.built_variables(self))
         if not self.skip_nonfinite or self._in_stateless_apply:
             return super().apply(grads, trainable_variables)
         if not self.built and trainable_variables is not None:
@@ -186,7 +186,7 @@ class OptzooOptimizer(keras.optimizers.Optimizer):
         return "zeros"
 
     def _slot(self, name, variable):
-        return self._state[name][self._get_variable_index(variable)]
+        return self._state[name][compat.variable_index(self, variable)]
 
     # -- fused kernels ---------------------------------------------------------
     def _fused_spec(self):

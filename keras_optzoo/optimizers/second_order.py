@@ -4,9 +4,12 @@ does not carry: train with `keras_optzoo.with_curvature(model)`, whose train
 step writes the estimate into the optimizer's `curvature` slots before
 `apply` (every `hessian_update_interval` steps)."""
 
+from typing import NamedTuple
+
 from keras import ops
 
-from keras_optzoo import _validation
+from keras_optzoo import _keras_compat as compat
+from keras_optzoo import _validation, backend
 from keras_optzoo.optimizers._base import OptzooOptimizer, register
 
 WRAP_MESSAGE = (
@@ -17,9 +20,42 @@ WRAP_MESSAGE = (
 )
 
 
+class CurvatureRequest(NamedTuple):
+    """What a second-order optimizer needs written into its curvature slots
+    on a refresh step.
+
+    kind: "diagonal", Hutchinson's estimate of diag(H) from `num_probes`
+        Rademacher probes (probe j at step t drawn from seed + 7919 j and t);
+        "newton_cg", the solution p of (H + damping I) p = g by
+        `cg_iterations` conjugate-gradient steps.
+    interval: a refresh every `interval` steps (when `is_refresh(step)`).
+    """
+
+    kind: str
+    interval: int
+    num_probes: int = 0
+    seed: int = 0
+    damping: float = 0.0
+    cg_iterations: int = 0
+
+
 class SecondOrderOptimizer(OptzooOptimizer):
     """Holds the curvature input (one `curvature` slot per variable) and the
     settings of its estimation.
+
+    The contract with the train step of `with_curvature` models (and with a
+    custom loop), the only thing the two share:
+
+    - `curvature_request()`: a `CurvatureRequest`, what to compute;
+    - `is_refresh(step)`: whether step `step` (0-based, = `iterations` before
+      the update) recomputes it; graph-safe (a tensor in, a tensor out; a
+      Python int in, a bool out), so a jitted step decides inside `cond`;
+    - `curvature_slots()`: the variables the result is written into, before
+      `apply`;
+    - `host_step()`: `iterations` as a Python int kept on the host, for
+      backends that decide a refresh in Python (torch) without reading the
+      device every step;
+    - `set_curvature(values)`: the same by hand, for custom loops.
 
     Args (shared):
         hessian_update_interval: k >= 1; the estimate is recomputed when
@@ -28,7 +64,6 @@ class SecondOrderOptimizer(OptzooOptimizer):
         seed: seed of the probes (probe i at step t is a function of seed, i, t).
     """
 
-    curvature_kind = "diagonal"
     _curvature_hyperparameters = ("hessian_update_interval", "num_probes", "seed")
 
     def __init__(self, learning_rate, hessian_update_interval=1, num_probes=1, seed=0, **kwargs):
@@ -42,16 +77,28 @@ class SecondOrderOptimizer(OptzooOptimizer):
         self.num_probes = _validation.integer("num_probes", num_probes, low=1)
         self.seed = _validation.integer("seed", seed, low=0)
         self.curvature_supplied = False
+        self._host_step = None
         self._hyperparameters = self._curvature_hyperparameters + type(self)._hyperparameters
 
-    def build(self, var_list):
-        if self.built:
-            return
-        super().build(var_list)
-        self._curvature = [self.add_variable_from_reference(v, "curvature") for v in var_list]
+    # -- the contract ----------------------------------------------------------
+    def curvature_request(self):
+        return CurvatureRequest("diagonal", self.hessian_update_interval, self.num_probes, self.seed)
+
+    def is_refresh(self, step):
+        k = self.hessian_update_interval
+        if isinstance(step, int):
+            return step % k == 0
+        return ops.equal(ops.mod(ops.cast(step, "int32"), k), 0)
 
     def curvature_slots(self):
         return list(self._curvature)
+
+    def host_step(self):
+        if not backend.HOST_STEPS:  # the update runs traced: no host-side count to keep
+            return int(ops.convert_to_numpy(self.iterations))
+        if self._host_step is None:  # first use, or the state was loaded: read it once
+            self._host_step = int(ops.convert_to_numpy(self.iterations))
+        return self._host_step
 
     def set_curvature(self, values):
         """Sets the curvature input by hand (custom loops): a list shaped like the variables."""
@@ -59,10 +106,30 @@ class SecondOrderOptimizer(OptzooOptimizer):
             slot.assign(ops.cast(value, slot.dtype))
         self.curvature_supplied = True
 
+    # -- Keras hooks -------------------------------------------------------------
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._curvature = [self.add_variable_from_reference(v, "curvature") for v in var_list]
+        self._host_step = None
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        self._host_step = None
+
     def apply(self, grads, trainable_variables=None):
         if not self.curvature_supplied:
             raise RuntimeError(WRAP_MESSAGE.format(name=type(self).__name__))
-        return super().apply(grads, trainable_variables)
+        result = super().apply(grads, trainable_variables)
+        if self._host_step is not None:
+            # A skipped step (skip_nonfinite) leaves `iterations`: read it again.
+            self._host_step = None if self.skip_nonfinite else self._host_step + 1
+        return result
+
+    # -- shared arithmetic -------------------------------------------------------
+    def _curvature_of(self, variable):
+        return self._curvature[compat.variable_index(self, variable)]
 
     def _refresh_count(self, dtype):
         """How many estimates have been made up to this step (1-based step t):
@@ -70,13 +137,10 @@ class SecondOrderOptimizer(OptzooOptimizer):
         t = ops.cast(self.iterations, "int32")
         return ops.cast(ops.floor_divide(t, self.hessian_update_interval) + 1, dtype)
 
-    def _is_refresh(self, dtype):
-        t = ops.cast(self.iterations, "int32")
-        return ops.cast(ops.equal(ops.mod(t, self.hessian_update_interval), 0), dtype)
-
     def _ema_on_refresh(self, average, value, decay, dtype):
         """An EMA step on refresh steps only (decay 1, no change, in between)."""
-        self._ema(average, value, 1.0 - self._is_refresh(dtype) * (1.0 - decay))
+        refresh = ops.cast(self.is_refresh(self.iterations), dtype)
+        self._ema(average, value, 1.0 - refresh * (1.0 - decay))
 
 
 @register
@@ -107,16 +171,20 @@ class Newton(SecondOrderOptimizer):
         self.method = _validation.choice("method", method, ("diagonal", "cg"))
         self.damping = _validation.positive("damping", damping)
         self.cg_iterations = _validation.integer("cg_iterations", cg_iterations, low=1)
-        self.curvature_kind = "diagonal" if self.method == "diagonal" else "newton_cg"
         if self.method == "cg" and self.hessian_update_interval != 1:
             raise ValueError(
                 "`hessian_update_interval` must be 1 with method='cg' (the CG direction depends on "
                 f"the current gradient); received {self.hessian_update_interval}."
             )
 
+    def curvature_request(self):
+        if self.method == "diagonal":
+            return super().curvature_request()
+        return CurvatureRequest("newton_cg", 1, damping=self.damping, cg_iterations=self.cg_iterations)
+
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)
-        c = self._curvature[self._get_variable_index(variable)]
+        c = self._curvature_of(variable)
         if self.method == "cg":
             self.assign_sub(variable, ops.multiply(c, lr))
             return
@@ -171,7 +239,7 @@ class Hybrid(SecondOrderOptimizer):
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
         g = ops.cast(gradient, dtype)
-        d = self._curvature[self._get_variable_index(variable)]
+        d = self._curvature_of(variable)
         if self.l2:  # skipped entirely at the default l2 = 0
             g = ops.add(g, ops.multiply(variable, self.l2))
             d = ops.add(d, self.l2)
@@ -228,7 +296,7 @@ class AdaHessian(SecondOrderOptimizer):
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
         g = ops.cast(gradient, dtype)
-        d = spatial_average(ops.abs(self._curvature[self._get_variable_index(variable)]))
+        d = spatial_average(ops.abs(self._curvature_of(variable)))
         m, v = self._slot("momentum", variable), self._slot("velocity", variable)
         self._ema(m, g, self.beta_1)
         self._ema_on_refresh(v, ops.square(d), self.beta_2, dtype)
@@ -278,7 +346,7 @@ class SophiaH(SecondOrderOptimizer):
         g = ops.cast(gradient, dtype)
         m, h = self._slot("momentum", variable), self._slot("hessian", variable)
         self._ema(m, g, self.beta_1)
-        d = self._curvature[self._get_variable_index(variable)]
+        d = self._curvature_of(variable)
         self._ema_on_refresh(h, d, self.beta_2, dtype)
         ratio = ops.divide(m, ops.maximum(ops.multiply(h, self.gamma), self.epsilon))
         self.assign_sub(variable, ops.multiply(ops.clip(ratio, -1.0, 1.0), lr))

@@ -7,8 +7,9 @@ images as float32 in [0, 1], flattened to 784, and integer labels:
 - "tfds": `tensorflow_datasets.load("mnist")` (needs `tensorflow-datasets`);
 - "idx": a directory `path` holding the four IDX files (`train-images-idx3-ubyte`
   etc., optionally `.gz`);
-- "embedded": the real MNIST 10k test files kept in this repository
-  (`tests/data/mnist/`), split 8,000 train / 2,000 test;
+- "embedded": the real MNIST 10k test files shipped inside the package
+  (`keras_optzoo/tasks/data/mnist/`, package data, so an installed wheel
+  has them), split 8,000 train / 2,000 test;
 - "auto" (default): "keras", and when no download is possible, "embedded" with
   a printed notice.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-EMBEDDED_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "mnist"
+EMBEDDED_DIR = Path(__file__).resolve().parent / "data" / "mnist"
 SOURCES = ("auto", "keras", "tfds", "idx", "embedded")
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 

@@ -1,0 +1,110 @@
+"""Every use of a private Keras name, in one place.
+
+A custom train step needs a few things Keras 3 keeps behind underscore names
+(the compiled loss, the loss tracker, JAX's stateless metric update), and a few
+optimizer and callback internals have no public spelling. The rest of the
+package calls them only through the functions below; each says what it does
+and which Keras version it was read against. `tests/test_keras_compat.py`
+checks that every name in `PRIVATE_NAMES` still exists and fails naming the
+missing one, so a Keras upgrade breaks there first and not deep in a train
+step. pyproject pins `keras>=3.15,<3.16` for the same reason.
+
+Overridden hooks (`Optimizer._backend_update_step`, `_apply_weight_decay`)
+are listed too: if Keras stopped calling them our fused kernels would
+silently stop running.
+"""
+
+import keras
+
+CHECKED_KERAS = "3.15.1"
+
+# (owner, attribute): owner is "Model" (a compiled keras.Model), "Optimizer"
+# (a built keras.optimizers.Optimizer), "JAXTrainer" (keras.Model on the JAX
+# backend) or "MonitorCallback" (keras.callbacks.EarlyStopping).
+PRIVATE_NAMES = (
+    ("Model", "_compute_loss"),
+    ("Model", "_loss_tracker"),
+    ("Model", "_compile_metrics"),
+    ("JAXTrainer", "_update_metrics_variables"),
+    ("Optimizer", "_get_variable_index"),
+    ("Optimizer", "_trainable_variables"),
+    ("Optimizer", "_use_weight_decay"),
+    ("Optimizer", "_get_current_learning_rate"),
+    ("Optimizer", "_backend_update_step"),
+    ("Optimizer", "_apply_weight_decay"),
+    ("MonitorCallback", "_set_monitor_op"),
+    ("MonitorCallback", "_is_improvement"),
+)
+
+
+# -- models -------------------------------------------------------------------
+def compute_loss(model, x, y, y_pred, sample_weight):
+    """The compiled loss plus regularization losses, in training mode; what
+    `Trainer.train_step` computes before its gradient (Keras 3.15:
+    `Trainer._compute_loss`, which also honours `loss_weights`)."""
+    return model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+
+
+def batch_size(x):
+    """The leading size of the first non-None input (dynamic under tf.function)."""
+    first = next(i for i in keras.tree.flatten(x) if i is not None)
+    return keras.ops.shape(first)[0]
+
+
+def track_loss(model, loss, x):
+    """Updates the "loss" entry of the logs, weighted by the batch size, as
+    Keras's own train steps do (Keras 3.15: `Trainer._loss_tracker`, a Mean)."""
+    model._loss_tracker.update_state(loss, sample_weight=batch_size(x))
+
+
+def update_metrics_stateless(model, metrics_values, loss, x, y, y_pred, sample_weight):
+    """JAX: the loss tracker and compiled metrics updated on the stateless
+    metric values; returns (logs, new metric values) (Keras 3.15:
+    `JAXTrainer._update_metrics_variables`, used by its own train_step)."""
+    return model._update_metrics_variables(metrics_values, loss, x, y, y_pred, sample_weight)
+
+
+def compiled_metrics(model):
+    """The `metrics=` a model was compiled with, or None (Keras 3.15:
+    `Trainer._compile_metrics._user_metrics`)."""
+    compiled = getattr(model, "_compile_metrics", None)
+    return None if compiled is None else compiled._user_metrics
+
+
+# -- optimizers ---------------------------------------------------------------
+def variable_index(optimizer, variable):
+    """Position of `variable` in the optimizer's variable list, which indexes
+    every per-variable slot (Keras 3.15: `BaseOptimizer._get_variable_index`,
+    keyed by the variable's path)."""
+    return optimizer._get_variable_index(variable)
+
+
+def built_variables(optimizer):
+    """The trainable variables the optimizer was built for (Keras 3.15:
+    `BaseOptimizer._trainable_variables`)."""
+    return optimizer._trainable_variables
+
+
+def uses_weight_decay(optimizer, variable):
+    """Whether Keras's decoupled weight decay applies to `variable` (not in
+    `exclude_from_weight_decay`) (Keras 3.15: `BaseOptimizer._use_weight_decay`)."""
+    return optimizer._use_weight_decay(variable)
+
+
+def current_learning_rate(optimizer):
+    """The learning rate of the next step, a schedule evaluated at
+    `iterations` (Keras 3.15: `BaseOptimizer._get_current_learning_rate`)."""
+    return optimizer._get_current_learning_rate()
+
+
+# -- callbacks ----------------------------------------------------------------
+def set_monitor_op(callback):
+    """Resolves `mode="auto"` of a monitor callback to min or max from the
+    monitored name (Keras 3.15: `MonitorCallback._set_monitor_op`)."""
+    callback._set_monitor_op()
+
+
+def is_improvement(callback, value, reference):
+    """`value` better than `reference` by more than `min_delta`, in the
+    callback's mode (Keras 3.15: `MonitorCallback._is_improvement`)."""
+    return callback._is_improvement(value, reference)

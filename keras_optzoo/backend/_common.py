@@ -1,0 +1,53 @@
+"""Backend-agnostic pieces of the three `with_curvature` train steps.
+
+The train steps talk to the second-order optimizer only through its
+documented contract (`keras_optzoo.optimizers.SecondOrderOptimizer`):
+`curvature_slots()`, `is_refresh(step)` and, on torch, `host_step()`; what to
+compute on a refresh comes in as the `curvature` callable (built by
+`keras_optzoo.curvature`), so this layer imports nothing above it.
+"""
+
+import keras
+from keras import ops
+
+
+def dot(xs, ys):
+    """The inner product of two lists of tensors (ys cast to xs' dtype), a scalar."""
+    return sum(ops.sum(ops.multiply(x, ops.cast(y, x.dtype))) for x, y in zip(xs, ys))
+
+
+def check_scalar(loss):
+    if len(ops.shape(loss)) != 0:
+        raise ValueError(
+            f"`loss_fn` must return a scalar (a reduced loss); it returned shape {tuple(ops.shape(loss))}. "
+            "Use a Keras loss with a reduction such as 'sum_over_batch_size'."
+        )
+    return loss
+
+
+def optimizers_of(model):
+    """(outer, inner): `outer` scales the loss and applies the gradients (a
+    keras.optimizers.LossScaleOptimizer under mixed_float16, else the
+    optimizer itself); `inner` is the second-order optimizer holding the
+    curvature."""
+    outer = model.optimizer
+    if isinstance(outer, keras.optimizers.LossScaleOptimizer):
+        return outer, outer.inner_optimizer
+    return outer, outer
+
+
+def scales_loss(outer):
+    return outer.loss_scale_factor is not None or isinstance(outer, keras.optimizers.LossScaleOptimizer)
+
+
+def unscaled(outer, grads, scale_of):
+    """`grads` of the scaled loss divided by the loss scale, for the curvature
+    estimators; no work at all when nothing scales the loss."""
+    if not scales_loss(outer):
+        return list(grads)
+    scale = scale_of()
+    return [g / ops.cast(scale, g.dtype) for g in grads]
+
+
+def unpack(data):
+    return keras.utils.unpack_x_y_sample_weight(data)

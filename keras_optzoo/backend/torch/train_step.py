@@ -1,0 +1,50 @@
+"""torch: the train step of `with_curvature` models."""
+
+import torch
+
+from keras_optzoo import _keras_compat as compat
+from keras_optzoo.backend import _common
+from keras_optzoo.backend.torch.hvp import hvp_from
+
+
+# `fit` runs this step eagerly, so refreshes are decided on the host.
+HOST_STEPS = True
+
+def train_step(model, data, curvature):
+    """Keras's torch train step; on refresh steps (decided from the
+    optimizer's host-side step count, so no device read) the gradient is
+    built with `create_graph=True` and `curvature.compute(...)` is written
+    into the optimizer's curvature slots before the update."""
+    outer, opt = _common.optimizers_of(model)
+    x, y, sample_weight = _common.unpack(data)
+    y_pred = model(x, training=True)
+    model.zero_grad()
+    loss = compat.compute_loss(model, x, y, y_pred, sample_weight)
+    compat.track_loss(model, loss, x)
+    scaled = outer.scale_loss(loss)
+    variables = model.trainable_weights[:]
+    if not outer.built:
+        outer.build(variables)
+    params = [v.value for v in variables]
+    step = opt.host_step()
+    if opt.is_refresh(step):
+        # The curvature is that of the unscaled loss, as on TensorFlow and JAX
+        # (a float16 HVP of the scaled loss overflows); the gradients handed
+        # to the optimizer are scaled back, for it (or its LossScaleOptimizer)
+        # to unscale.
+        graph_grads = torch.autograd.grad(loss, params, create_graph=True)
+        grads = [g.detach() for g in graph_grads]
+        slots = opt.curvature_slots()
+        new = curvature.compute(hvp_from(graph_grads, params), grads, variables, step, [s.value for s in slots])
+        with torch.no_grad():
+            for slot, value in zip(slots, new):
+                slot.assign(value.detach())
+        del graph_grads
+        if _common.scales_loss(outer):
+            scale = float(outer.scale_loss(1.0))
+            grads = [g * scale for g in grads]
+    else:
+        grads = list(torch.autograd.grad(scaled, params))
+    with torch.no_grad():
+        outer.apply(grads, variables)
+    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)

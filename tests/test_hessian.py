@@ -1,0 +1,129 @@
+"""The public `keras_optzoo.curvature.Hessian` object against the float64
+NumPy Hessian of test_curvature, and the second-order optimizer contract."""
+
+import numpy as np
+import pytest
+
+import keras
+import keras_optzoo as kz
+from conftest import BACKEND
+from keras_optzoo.curvature import Hessian
+from test_curvature import _data, _exact_hessian, _flat, _mlp
+
+LOSS = "sparse_categorical_crossentropy"
+
+
+def test_hessian_object_follows_the_weights_and_matches_numpy():
+    """One object, two weight settings: every method evaluates at the weights
+    of the moment it is called."""
+    model = _mlp()
+    x, y = _data()
+    h = Hessian(model, LOSS, x, y)
+    rng = np.random.default_rng(7)
+    v = [rng.standard_normal(tuple(w.shape)).astype("float32") for w in model.trainable_variables]
+    for _ in range(2):
+        hess, _ = _exact_hessian(model, x, y)
+        np.testing.assert_allclose(_flat(h.hvp(v)), hess @ _flat(v), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(h.top_eigenvalues(k=2), np.sort(np.linalg.eigvalsh(hess))[::-1][:2], rtol=1e-3)
+        stats = h.statistics(k=1, num_probes=4, lanczos_iterations=31)
+        np.testing.assert_allclose(stats["top_eigenvalues"][0], np.max(np.linalg.eigvalsh(hess)), rtol=1e-3)
+        for w in model.trainable_variables:  # move the weights
+            w.assign(w * 0.5 + 0.1)
+
+
+def test_density_nodes_are_the_spectrum_and_weights_sum_to_one():
+    """With as many Lanczos steps as parameters, SLQ's nodes are the exact
+    eigenvalues; fewer steps still find the extreme ones."""
+    model = _mlp()
+    x, y = _data()
+    hess, _ = _exact_hessian(model, x, y)
+    eig = np.sort(np.linalg.eigvalsh(hess))
+    h = Hessian(model, LOSS, x, y)
+    nodes, weights = h.density(iterations=h.num_parameters, num_runs=2, seed=1)
+    # (Fewer than 2 x 31 nodes where Lanczos meets an invariant subspace early:
+    # this Hessian has repeated eigenvalues.)
+    assert nodes.shape == weights.shape and 2 * 10 <= len(nodes) <= 2 * 31
+    np.testing.assert_allclose(np.sum(weights), 1.0, rtol=1e-6)
+    assert np.all(weights >= 0)
+    distance = np.min(np.abs(nodes[:, None] - eig[None, :]), axis=1)
+    assert np.max(distance) < 2e-4 * max(1.0, np.max(np.abs(eig))), distance
+    np.testing.assert_allclose([nodes.min(), nodes.max()], [eig[0], eig[-1]], rtol=1e-3, atol=1e-5)
+    nodes, weights = h.density(iterations=12, num_runs=3, seed=2)
+    assert len(nodes) <= 36
+    np.testing.assert_allclose(nodes.max(), eig[-1], rtol=1e-3)
+    with pytest.raises(ValueError, match="num_runs"):
+        h.density(num_runs=0)
+
+
+def test_diagonal_uses_the_optimizers_rademacher_probes():
+    """One probe: the estimate is z * (H z) for the probes a second-order
+    optimizer draws at step 0 with the same seed (one Rademacher in the package)."""
+    model = _mlp()
+    x, y = _data()
+    hess, _ = _exact_hessian(model, x, y)
+    request = kz.optimizers.CurvatureRequest("diagonal", 1, num_probes=1, seed=11)
+    (z,) = kz.curvature.update.probes(request, model.trainable_variables, 0)
+    z = _flat([keras.ops.convert_to_numpy(p) for p in z])
+    assert set(np.unique(z)) == {-1.0, 1.0}
+    np.testing.assert_allclose(_flat(Hessian(model, LOSS, x, y).diagonal(num_probes=1, seed=11)), z * (hess @ z),
+                               rtol=1e-4, atol=1e-5)  # fmt: skip
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="compilation caching is JAX's (jax.jit); needs the JAX backend")
+def test_jax_hessian_compiles_once_and_is_reused():
+    model = _mlp()
+    x, y = _data()
+    h = Hessian(model, LOSS, x, y)
+    h.top_eigenvalues(k=1)
+    h.trace(num_probes=3)
+    model.trainable_variables[0].assign(model.trainable_variables[0] * 2.0)
+    h.statistics()
+    assert h._program._hvp._cache_size() == 1
+    assert h._program._value_and_grad._cache_size() == 1
+
+
+def test_bad_arguments_name_themselves():
+    model = _mlp()
+    x, y = _data()
+    with pytest.raises(TypeError, match="`loss`"):
+        Hessian(model, 3, x, y)
+    with pytest.raises(TypeError, match="keras.Model"):
+        Hessian("model", LOSS, x, y)
+    h = Hessian(model, LOSS, x, y)
+    with pytest.raises(ValueError, match="`k` must be"):
+        h.top_eigenvalues(k=32)
+    with pytest.raises(ValueError, match="num_probes"):
+        h.diagonal(num_probes=0)
+
+
+@pytest.mark.parametrize("interval", [1, 3])
+def test_is_refresh_is_one_predicate_for_ints_and_tensors(interval):
+    opt = kz.Hybrid(hessian_update_interval=interval)
+    for step in range(8):
+        expected = step % interval == 0
+        assert opt.is_refresh(step) is expected
+        assert bool(keras.ops.convert_to_numpy(opt.is_refresh(keras.ops.convert_to_tensor(step)))) == expected
+
+
+def test_curvature_requests_say_what_each_optimizer_needs():
+    assert kz.SophiaH(num_probes=3, seed=4).curvature_request() == ("diagonal", 10, 3, 4, 0.0, 0)
+    newton = kz.Newton(method="cg", damping=0.5, cg_iterations=7).curvature_request()
+    assert (newton.kind, newton.interval, newton.damping, newton.cg_iterations) == ("newton_cg", 1, 0.5, 7)
+    assert kz.Newton().curvature_request().kind == "diagonal"
+
+
+def test_host_step_follows_training_and_loading(tmp_path):
+    """The host-side step count equals `iterations` after fit and after
+    loading a saved model (torch decides refreshes from it)."""
+    keras.utils.set_random_seed(0)
+    x, y = _data()
+    model = kz.with_curvature(_mlp())
+    model.compile(optimizer=kz.Hybrid(0.01, hessian_update_interval=3), loss=LOSS)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    opt = model.optimizer
+    assert opt.host_step() == int(keras.ops.convert_to_numpy(opt.iterations)) == 4
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert opt.host_step() == 8
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.optimizer.host_step() == 8
