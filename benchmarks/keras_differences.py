@@ -10,7 +10,7 @@ lr 1e-2 for every optimizer, float32:
   tokens (a few rows frequent, most hit rarely), mean pooling, a sigmoid unit;
   1,024 sequences, batch 32.
 - Dense: an MLP 784-128-10 (ReLU) on 2,048 of the real MNIST images in
-  tests/data/mnist, batch 64.
+  keras_optzoo/tasks/data/mnist (package data), batch 64.
 
 For each algorithm: the largest |w_ours - w_keras| over all weights after one
 step and after 2 epochs, with our defaults (the arithmetic of the papers,

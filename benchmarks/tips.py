@@ -4,7 +4,7 @@ small MLP under `model.fit`, by thread setting and `jit_compile`.
     python benchmarks/tips.py [--backends tensorflow,jax,torch] [--busy N]
 
 Model: 784-64-10 (ReLU), Adam, batch 64, 50 steps per epoch on the real
-MNIST images in tests/data/mnist; ms per step = epoch wall time / 50, the
+MNIST images shipped with the package; ms per step = epoch wall time / 50, the
 median of 4 epochs after a warm-up epoch. Each setting runs in a fresh
 process, because thread pools are sized at start-up. `--busy N` keeps N
 other processes spinning meanwhile: a CPU shared with other work (a second
