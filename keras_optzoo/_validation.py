@@ -109,3 +109,10 @@ def learning_rate(value):
             f"received {value!r} of type {type(value).__name__}."
         )
     return number("learning_rate", value, low=0.0)
+
+
+def boolean(name, value):
+    """True or False (a NumPy bool too); anything else, 0 and 1 included, is a TypeError."""
+    if not isinstance(value, (bool,)) and type(value).__name__ != "bool_":
+        raise TypeError(f"`{name}` must be True or False; received {value!r} of type {type(value).__name__}.")
+    return bool(value)

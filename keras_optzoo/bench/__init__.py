@@ -103,6 +103,24 @@ def _check_out(parser, out):
         parser.error(f"--out: {out!r} exists and is not a directory")
 
 
+# What the benchmark imports beyond the base install, and for what. All of it
+# is in the `bench` extra.
+NEEDS = {"matplotlib": "the PNG plots", "networkx": "the Karate Club graph, --task karate or all"}
+
+
+def _missing_packages(task):
+    """The packages of NEEDS this run would import and that are not installed,
+    checked before any training so that a run never fails at its end."""
+    needed = ["matplotlib"] + (["networkx"] if task in ("karate", "all") else [])
+    missing = []
+    for name in needed:
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
@@ -114,6 +132,13 @@ def main(argv=None):
         parser.error(f"--data: {args.data!r} is not auto, keras, embedded or a directory")
     if not args.stop_threshold >= 0:
         parser.error(f"--stop-threshold must be >= 0; received {args.stop_threshold}")
+    missing = _missing_packages(args.task)
+    if missing:
+        parser.error(
+            "missing package(s) " + ", ".join(f"{m} (for {NEEDS[m]})" for m in missing)
+            + ': add the bench extra, pip install "keras-optzoo[bench]" (from a checkout: '
+            'pip install -e ".[bench]"), or pip install ' + " ".join(missing)
+        )
     if args.backend and args.backend != os.environ.get("KERAS_BACKEND"):
         # Keras fixes its backend at import: start again with the one asked for.
         if "keras" in sys.modules:

@@ -31,11 +31,11 @@ class AdaptiveStopping(keras.callbacks.EarlyStopping):
 
     Args:
         monitor: the logged quantity, default "loss" ("val_loss" works).
-        threshold: >= 0; default 1e-3 (0.1 % relative improvement).
+        threshold: a number >= 0; default 1e-3 (0.1 % relative improvement).
         relative: divide the improvement by the previous window's mean.
         window: w >= 1, the smoothing window in checks.
-        patience: >= 0 extra checks below the threshold before stopping.
-        min_epochs: >= 1; never stop before this many epochs.
+        patience: the number (>= 0) of extra checks below the threshold before stopping.
+        min_epochs: an integer >= 1; never stop before this many epochs.
         mode: "auto", "min" or "max".
         restore_best_weights: restore the weights of the best check at the end.
         check: "epoch" or "batch".

@@ -25,6 +25,17 @@ class CurvatureLogger(keras.callbacks.Callback):
 
     Cost per call: `lanczos_iterations + num_probes` Hessian-vector products
     (each about two backward passes) on the probe batch, plus one gradient.
+    Measured (`benchmarks/second_order_cost.py`, docs/second_order_cost.md)
+    on the MNIST MLP 784-500-10 with 256 probe images and the defaults
+    (k=1, num_probes=10, lanczos_iterations=20), 2-core CPU:
+
+    | backend    | seconds per call |
+    |------------|------------------|
+    | TensorFlow | 0.87             |
+    | JAX        | 1.30             |
+    | torch      | 0.94             |
+
+    (Measured before the JAX compile-once change; update with the new run.)
     The loss is `loss_fn` (default: the model's compiled loss; a Keras loss
     name or callable) plus the model's regularization losses, at
     training=False.

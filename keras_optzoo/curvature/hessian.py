@@ -43,7 +43,10 @@ class Hessian:
         model: a built `keras.Model` (a `with_curvature` model is unwrapped).
         loss: a Keras loss name ("sparse_categorical_crossentropy"), a
             `keras.losses.Loss`, or a callable `(y_true, y_pred) -> scalar`.
-        x, y: the batch.
+        x: the inputs of the batch.
+        y: the targets of the batch.
+
+    Example:
 
         h = keras_optzoo.curvature.Hessian(model, "sparse_categorical_crossentropy", x, y)
         h.top_eigenvalues(k=3); h.trace(num_probes=100); h.density()

@@ -9,17 +9,20 @@ from keras_optzoo.optimizers._base import OptzooOptimizer, register
 class _AdamBase(OptzooOptimizer):
     """Shared moments, bias correction and step of Adam, AMSGrad and AdamW."""
 
-    _hyperparameters = ("beta_1", "beta_2", "epsilon")
+    _hyperparameters = ("beta_1", "beta_2", "epsilon", "keras_compat")
     _slot_names = ("momentum", "velocity")
     _amsgrad = False
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **kwargs):
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, keras_compat=False, **kwargs):
         super().__init__(learning_rate=learning_rate, **kwargs)
         self.beta_1 = _validation.unit_interval("beta_1", beta_1)
         self.beta_2 = _validation.unit_interval("beta_2", beta_2)
         self.epsilon = _validation.positive("epsilon", epsilon)
+        self.keras_compat = _validation.boolean("keras_compat", keras_compat)
 
     def _fused_spec(self):
+        if self.keras_compat:  # Keras's epsilon placement: the keras.ops code below
+            return None
         return "adam", {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon, "amsgrad": self._amsgrad}
 
     def update_step(self, gradient, variable, learning_rate):
@@ -39,9 +42,11 @@ class _AdamBase(OptzooOptimizer):
         # m_hat / (sqrt(v_hat) + eps) with m_hat = m / c1 and v_hat = v / c2,
         # rearranged so that only scalars carry the corrections:
         # (lr sqrt(c2) / c1) m / (sqrt(v) + eps sqrt(c2)).
+        # keras_compat: Keras's "epsilon hat", added to sqrt(v) before the
+        # correction, i.e. eps / sqrt(c2) in terms of v_hat.
         c1 = self._bias_correction(self.beta_1, dtype)
         sqrt_c2 = ops.sqrt(self._bias_correction(self.beta_2, dtype))
-        denom = ops.add(ops.sqrt(v), self.epsilon * sqrt_c2)
+        denom = ops.add(ops.sqrt(v), self.epsilon if self.keras_compat else self.epsilon * sqrt_c2)
         self.assign_sub(variable, ops.divide(ops.multiply(m, lr * sqrt_c2 / c1), denom))
 
 
@@ -58,11 +63,20 @@ class Adam(_AdamBase):
     Keras built-in adds epsilon to sqrt(v) before the bias correction ("epsilon
     hat"), which equals ours with epsilon * sqrt(1 - beta_2^t); the difference
     is of order epsilon / sqrt(v_hat). Seed 002 writes sqrt(v_hat + epsilon).
+    The difference shows where |g| is near epsilon, e.g. on rarely-hit
+    embedding rows (README, "Coming from keras.optimizers");
+    `keras_compat=True` gives the Keras built-in's numbers.
 
     Args:
         learning_rate: lr, default 0.001.
-        beta_1, beta_2: moment decays in [0, 1); defaults 0.9 and 0.999.
-        epsilon: > 0, default 1e-7 (Keras's default; torch uses 1e-8).
+        beta_1: moment decay in [0, 1), default 0.9.
+        beta_2: moment decay in [0, 1), default 0.999.
+        epsilon: a number > 0, default 1e-7 (Keras's default; torch uses 1e-8).
+        keras_compat: False (default) puts epsilon after the bias correction
+            as above; True computes `keras.optimizers.Adam`'s arithmetic,
+            `lr * sqrt(1 - beta_2^t) / (1 - beta_1^t) * m / (sqrt(v) + epsilon)`,
+            through the `keras.ops` code (no fused kernel), so a tuned Keras
+            recipe keeps its numbers.
     {{base_kwargs}}
     """
 
@@ -82,7 +96,13 @@ class AMSGrad(_AdamBase):
     beta_2) steps). optax.amsgrad takes the max of the bias-corrected v
     instead, which differs during those first steps.
 
-    Args: as `Adam`.
+    Args:
+        learning_rate: lr, default 0.001.
+        beta_1: moment decay in [0, 1), default 0.9.
+        beta_2: moment decay in [0, 1), default 0.999.
+        epsilon: a number > 0, default 1e-7.
+        keras_compat: True computes `keras.optimizers.Adam(amsgrad=True)`'s
+            arithmetic (epsilon before the bias correction); see `Adam`.
     {{base_kwargs}}
     """
 
@@ -106,9 +126,15 @@ class AdamW(_AdamBase):
     Args:
         learning_rate: lr, default 0.001.
         weight_decay: lambda >= 0, default 0.004 (Keras's default; torch 0.01).
-        beta_1, beta_2, epsilon: as `Adam`.
+        beta_1: moment decay in [0, 1), default 0.9.
+        beta_2: moment decay in [0, 1), default 0.999.
+        epsilon: a number > 0, default 1e-7.
+        keras_compat: True computes `keras.optimizers.AdamW`'s arithmetic
+            (epsilon before the bias correction); see `Adam`.
     {{base_kwargs}}
     """
 
-    def __init__(self, learning_rate=0.001, weight_decay=0.004, **kwargs):
-        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, **kwargs)
+    def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 keras_compat=False, **kwargs):
+        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, beta_1=beta_1, beta_2=beta_2,
+                         epsilon=epsilon, keras_compat=keras_compat, **kwargs)

@@ -18,20 +18,36 @@ class Adagrad(OptzooOptimizer):
     and optax. Seeds 000 and 002 and the Keras built-in write
     `lr / sqrt(G + epsilon)`; the two differ by terms of order epsilon/sqrt(G).
     G starts at `initial_accumulator_value` (0 as in torch and the paper; the
-    Keras built-in uses 0.1).
+    Keras built-in uses 0.1, which shrinks the first steps: README, "Coming
+    from keras.optimizers"). `keras_compat=True` gives the Keras built-in's
+    numbers.
 
     Args:
-        learning_rate: lr, default 0.01.
-        initial_accumulator_value: G_0 >= 0, default 0.0.
-        epsilon: > 0, default 1e-7 (Keras's default).
+        learning_rate: lr; default 0.01 (seeds 000/001, torch), or 0.001
+            (Keras's) with `keras_compat=True`.
+        initial_accumulator_value: G_0 >= 0; default 0.0, or 0.1 (Keras's)
+            with `keras_compat=True`.
+        epsilon: a number > 0, default 1e-7 (Keras's default).
+        keras_compat: False (default) computes the update above; True
+            computes `keras.optimizers.Adagrad`'s,
+            `theta <- theta - lr * g / sqrt(G + epsilon)`, and its defaults
+            (lr 0.001, G_0 = 0.1) for the arguments not given, through the
+            `keras.ops` code (no fused kernel): `Adagrad(keras_compat=True)`
+            takes the steps of `keras.optimizers.Adagrad()`.
     {{base_kwargs}}
     """
 
-    _hyperparameters = ("initial_accumulator_value", "epsilon")
+    _hyperparameters = ("initial_accumulator_value", "epsilon", "keras_compat")
     _slot_names = ("accumulator",)
 
-    def __init__(self, learning_rate=0.01, initial_accumulator_value=0.0, epsilon=1e-7, **kwargs):
+    def __init__(self, learning_rate=None, initial_accumulator_value=None, epsilon=1e-7, keras_compat=False, **kwargs):
+        keras_compat = _validation.boolean("keras_compat", keras_compat)
+        if learning_rate is None:
+            learning_rate = 0.001 if keras_compat else 0.01
         super().__init__(learning_rate=learning_rate, **kwargs)
+        self.keras_compat = keras_compat
+        if initial_accumulator_value is None:
+            initial_accumulator_value = 0.1 if self.keras_compat else 0.0
         self.initial_accumulator_value = _validation.non_negative(
             "initial_accumulator_value", initial_accumulator_value
         )
@@ -41,6 +57,8 @@ class Adagrad(OptzooOptimizer):
         return keras.initializers.Constant(self.initial_accumulator_value)
 
     def _fused_spec(self):
+        if self.keras_compat:  # epsilon inside the root: the keras.ops code below
+            return None
         return "adagrad", {"epsilon": self.epsilon}
 
     def update_step(self, gradient, variable, learning_rate):
@@ -50,7 +68,10 @@ class Adagrad(OptzooOptimizer):
         g = ops.cast(gradient, variable.dtype)
         acc = self._slot("accumulator", variable)
         self.assign_add(acc, ops.square(g))
-        denom = ops.add(ops.sqrt(acc), self.epsilon)
+        if self.keras_compat:
+            denom = ops.sqrt(ops.add(acc, self.epsilon))
+        else:
+            denom = ops.add(ops.sqrt(acc), self.epsilon)
         self.assign_sub(variable, ops.divide(ops.multiply(g, lr), denom))
 
 
@@ -64,24 +85,32 @@ class RMSprop(OptzooOptimizer):
     epsilon sits outside the square root as in `torch.optim.RMSprop` (seeds
     001/002 and the Keras built-in put it inside: `lr / sqrt(v + epsilon)`).
     v starts at zero. No momentum or centering: those are other algorithms.
+    `keras_compat=True` gives the Keras built-in's numbers.
 
     Args:
         learning_rate: lr, default 0.001.
         rho: the decay of the squared-gradient average, in [0, 1); default 0.9
             (Hinton's and Keras's value; torch uses 0.99).
-        epsilon: > 0, default 1e-7.
+        epsilon: a number > 0, default 1e-7.
+        keras_compat: False (default) computes the update above; True
+            computes `keras.optimizers.RMSprop`'s (momentum 0, not centered),
+            `theta <- theta - lr * g / sqrt(v + epsilon)`, through the
+            `keras.ops` code (no fused kernel).
     {{base_kwargs}}
     """
 
-    _hyperparameters = ("rho", "epsilon")
+    _hyperparameters = ("rho", "epsilon", "keras_compat")
     _slot_names = ("velocity",)
 
-    def __init__(self, learning_rate=0.001, rho=0.9, epsilon=1e-7, **kwargs):
+    def __init__(self, learning_rate=0.001, rho=0.9, epsilon=1e-7, keras_compat=False, **kwargs):
         super().__init__(learning_rate=learning_rate, **kwargs)
         self.rho = _validation.unit_interval("rho", rho)
         self.epsilon = _validation.positive("epsilon", epsilon)
+        self.keras_compat = _validation.boolean("keras_compat", keras_compat)
 
     def _fused_spec(self):
+        if self.keras_compat:  # epsilon inside the root: the keras.ops code below
+            return None
         return "rmsprop", {"rho": self.rho, "epsilon": self.epsilon}
 
     def update_step(self, gradient, variable, learning_rate):
@@ -90,6 +119,10 @@ class RMSprop(OptzooOptimizer):
         lr = ops.cast(learning_rate, variable.dtype)
         g = ops.cast(gradient, variable.dtype)
         v = self._slot("velocity", variable)
+        if self.keras_compat:  # Keras's order of operations, for its exact numbers
+            self.assign(v, ops.add(ops.multiply(self.rho, v), ops.multiply(1 - self.rho, ops.square(g))))
+            self.assign_sub(variable, ops.divide(ops.multiply(lr, g), ops.sqrt(ops.add(v, self.epsilon))))
+            return
         self._ema(v, ops.square(g), self.rho)
         denom = ops.add(ops.sqrt(v), self.epsilon)
         self.assign_sub(variable, ops.divide(ops.multiply(g, lr), denom))

@@ -91,11 +91,19 @@ def _load_tfds():
         import tensorflow_datasets as tfds
     except ImportError as err:
         raise ImportError(
-            "source='tfds' needs the tensorflow-datasets package (pip install tensorflow-datasets); "
+            "source='tfds' needs the tensorflow-datasets package (pip install \"keras-optzoo[tfds]\", "
+            "or pip install tensorflow-datasets); "
             "or use source='keras', 'idx' or 'embedded'."
         ) from err
-    splits = tfds.as_numpy(tfds.load("mnist", split=["train", "test"], batch_size=-1, as_supervised=True))
-    return tuple(_prepare(images[..., 0], labels) for images, labels in splits)
+    out = []
+    for split in tfds.load("mnist", split=["train", "test"], as_supervised=True):
+        # Fixed-size batches, not batch_size=-1: that one sizes its batch from
+        # the split metadata, which a dataset without it (tfds's mock data) lacks.
+        batches = list(tfds.as_numpy(split.batch(10_000)))
+        images = np.concatenate([b[0] for b in batches])
+        labels = np.concatenate([b[1] for b in batches])
+        out.append(_prepare(images[..., 0], labels))
+    return tuple(out)
 
 
 def load_data(source="auto", path=None):
