@@ -65,6 +65,21 @@ def test_mnist_mlp_is_784_500_10_with_keras_regularizers(regularization):
     assert any(isinstance(l, keras.layers.Dropout) for l in model.layers) == (regularization == "dropout")
 
 
+def test_mnist_cnn_is_conv_batchnorm_pool_dense():
+    import keras
+
+    model = mnist.cnn(dropout=0.25)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds.count("Conv2D") == 2 and kinds.count("BatchNormalization") == 2
+    assert kinds.count("MaxPooling2D") == 2 and "Dropout" in kinds
+    assert model.output_shape == (None, 10)
+    (x, y), _ = mnist.load_embedded()
+    model.compile(optimizer=keras.optimizers.Adam(), loss=mnist.LOSS)
+    first = model.evaluate(x[:512], y[:512], verbose=0)
+    model.fit(x[:512], y[:512], batch_size=64, epochs=2, verbose=0)
+    assert model.evaluate(x[:512], y[:512], verbose=0) < first
+
+
 def test_karate_split_is_balanced_seeded_and_leak_free():
     import networkx as nx
 

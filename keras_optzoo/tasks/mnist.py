@@ -173,5 +173,30 @@ def mlp(hidden_activation=None, regularization="none", strength=0.001, dropout=0
     return keras.Sequential(layers, name="mnist_mlp")
 
 
+def cnn(filters=16, dense=64, dropout=0.0):
+    """A small MNIST CNN, the model where curvature methods are usually argued
+    to help: Conv2D(3x3, `filters`) - BatchNormalization - ReLU - MaxPool(2) -
+    Conv2D(3x3, 2 `filters`) - BatchNormalization - ReLU - MaxPool(2) -
+    Flatten - Dense(`dense`, relu) [- Dropout(`dropout`)] - Dense(10, softmax).
+    Takes the flattened 784-pixel images `load_data` returns (a Reshape layer
+    makes them 28x28x1). About 56k parameters with the defaults.
+    """
+    import keras
+
+    layers = [keras.Input((784,)), keras.layers.Reshape((28, 28, 1))]
+    for width in (filters, 2 * filters):
+        layers += [
+            keras.layers.Conv2D(width, 3, use_bias=False),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.MaxPooling2D(2),
+        ]
+    layers += [keras.layers.Flatten(), keras.layers.Dense(dense, activation="relu")]
+    if dropout:
+        layers.append(keras.layers.Dropout(dropout))
+    layers.append(keras.layers.Dense(10, activation="softmax"))
+    return keras.Sequential(layers, name="mnist_cnn")
+
+
 LOSS = "sparse_categorical_crossentropy"
 METRICS = ("accuracy",)
