@@ -23,8 +23,9 @@ CHECKED_KERAS = "3.15.1"
 # backend) or "MonitorCallback" (keras.callbacks.EarlyStopping).
 PRIVATE_NAMES = (
     ("Model", "_compute_loss"),
+    ("Model", "_compile_loss"),
+    ("Model", "_compile_config"),
     ("Model", "_loss_tracker"),
-    ("Model", "_compile_metrics"),
     ("JAXTrainer", "_update_metrics_variables"),
     ("Optimizer", "_get_variable_index"),
     ("Optimizer", "_trainable_variables"),
@@ -45,6 +46,21 @@ def compute_loss(model, x, y, y_pred, sample_weight):
     return model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
 
 
+def compiled_loss(model, y, y_pred, sample_weight=None):
+    """The loss given to `compile` (with its `loss_weights`), without the
+    regularization losses, as a function of the outputs (Keras 3.15:
+    `Trainer._compile_loss`, a `CompileLoss`)."""
+    return model._compile_loss(y, y_pred, sample_weight)
+
+
+def compile_arguments(model):
+    """The arguments `compile` was called with, as given (the optimizer
+    instance itself, not a copy) (Keras 3.15: `Trainer._compile_config`, a
+    SerializableDict whose `config` keeps them; `get_compile_config()` only
+    returns their serialized form)."""
+    return dict(model._compile_config.config)
+
+
 def batch_size(x):
     """The leading size of the first non-None input (dynamic under tf.function)."""
     first = next(i for i in keras.tree.flatten(x) if i is not None)
@@ -62,13 +78,6 @@ def update_metrics_stateless(model, metrics_values, loss, x, y, y_pred, sample_w
     metric values; returns (logs, new metric values) (Keras 3.15:
     `JAXTrainer._update_metrics_variables`, used by its own train_step)."""
     return model._update_metrics_variables(metrics_values, loss, x, y, y_pred, sample_weight)
-
-
-def compiled_metrics(model):
-    """The `metrics=` a model was compiled with, or None (Keras 3.15:
-    `Trainer._compile_metrics._user_metrics`)."""
-    compiled = getattr(model, "_compile_metrics", None)
-    return None if compiled is None else compiled._user_metrics
 
 
 # -- optimizers ---------------------------------------------------------------

@@ -19,6 +19,7 @@ CONFIG = {
     kz.Nesterov: {"learning_rate": 0.05},
     kz.Adagrad: {"learning_rate": 0.003},
     kz.SophiaH: {"learning_rate": 0.01},
+    kz.SophiaG: {"learning_rate": 0.01},
     kz.AdaHessian: {"learning_rate": 0.02},
     kz.Newton: {"learning_rate": 0.05, "damping": 1.0},
 }

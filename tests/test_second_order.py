@@ -111,7 +111,7 @@ def test_newton_cg_solves_spd_quadratic_in_n_iterations():
     a = ((q * np.linspace(1.0, 10.0, 8)) @ q.T).astype("float32")
     b = rng.standard_normal(8).astype("float32")
     model, loss = _quadratic_model(a, b)
-    model.compile(optimizer=kz.Newton(1.0, method="cg", damping=1e-9, cg_iterations=8), loss=loss)
+    model.compile(optimizer=kz.Newton(1.0, method="cg", damping=1e-9, cg_iterations=8, precondition=False), loss=loss)
     model.fit(np.eye(8, dtype="float32"), np.zeros((8, 1), "float32"), batch_size=8, epochs=1, shuffle=False, verbose=0)
     w = keras.ops.convert_to_numpy(model.trainable_variables[0])[:, 0]
     np.testing.assert_allclose(w, np.linalg.solve(a.astype("f8"), b), atol=1e-5)
@@ -125,6 +125,7 @@ TRAINING = {
     "hybrid": lambda: kz.Hybrid(0.005),
     "adahessian": lambda: kz.AdaHessian(0.02),
     "sophiah": lambda: kz.SophiaH(0.002, hessian_update_interval=5),
+    "sophiag": lambda: kz.SophiaG(0.002, hessian_update_interval=5),
 }
 JIT = [False] + ([True] if BACKEND in ("tensorflow", "jax") else [])
 
@@ -154,7 +155,7 @@ def test_reduces_mnist_loss(name, arch, jit_compile, mnist_small):
     assert np.isfinite(after) and after < 0.8 * before, (before, after)
 
 
-@pytest.mark.parametrize("cls", [kz.Newton, kz.Hybrid, kz.AdaHessian, kz.SophiaH])
+@pytest.mark.parametrize("cls", kz.optimizers.SECOND_ORDER)
 def test_unwrapped_model_raises_the_documented_error(cls, mnist_small):
     x, y, _, _ = mnist_small
     model = mnist.logistic_regression()
@@ -213,6 +214,10 @@ def test_with_curvature_model_kinds_share_weights_and_save(kind, mnist_small, tm
         (lambda: kz.SophiaH(num_probes=0), "num_probes"),
         (lambda: kz.AdaHessian(hessian_power=1.5), "hessian_power"),
         (lambda: kz.Newton(method="bfgs"), "method"),
+        (lambda: kz.Newton(curvature="fisher"), "curvature"),
+        (lambda: kz.Newton(adaptive_damping=1), "adaptive_damping"),
+        (lambda: kz.Newton(precondition="yes"), "precondition"),
+        (lambda: kz.SophiaG(gamma=0.0), "gamma"),
         (lambda: kz.Newton(method="cg", hessian_update_interval=5), "hessian_update_interval"),
         (lambda: kz.Hybrid(beta_3=1.0), "beta_3"),
         (lambda: kz.SophiaH(gamma=-1.0), "gamma"),

@@ -30,6 +30,7 @@ SECOND_ORDER = {
     "Hybrid": lambda: kz.Hybrid(0.002, beta_3=0.9, l2=1e-4, hessian_update_interval=3, num_probes=2, seed=5),
     "AdaHessian": lambda: kz.AdaHessian(0.1, hessian_power=0.5, weight_decay=1e-4),
     "SophiaH": lambda: kz.SophiaH(3e-4, gamma=0.05, hessian_update_interval=7),
+    "SophiaG": lambda: kz.SophiaG(3e-4, gamma=0.1, hessian_update_interval=4, seed=3),
 }
 
 
@@ -123,12 +124,16 @@ def test_second_order_keras_file_round_trip_resumes_exactly(name, tmp_path):
         "Hybrid": lambda: kz.Hybrid(0.01, hessian_update_interval=3, num_probes=2, seed=5),
         "AdaHessian": lambda: kz.AdaHessian(0.05, hessian_update_interval=3),
         "SophiaH": lambda: kz.SophiaH(0.01, hessian_update_interval=3),
+        "SophiaG": lambda: kz.SophiaG(0.01, hessian_update_interval=3),
     }
+    loss = "mse"
+    if name == "SophiaG":  # samples labels: a classification loss
+        loss, y = keras.losses.BinaryCrossentropy(from_logits=True), (y > 0).astype("float32")
 
     def build():
         keras.utils.set_random_seed(7)
         model = kz.with_curvature(_model())
-        model.compile(optimizer=configs[name](), loss="mse")
+        model.compile(optimizer=configs[name](), loss=loss)
         return model
 
     straight = build()

@@ -8,11 +8,21 @@ One subpackage per backend, one module per job (as Keras splits
   losses, at the current weights; `hvp(vectors) -> H @ vectors`), and
   `rademacher(variables, seed, step)`, the +-1 probes of every Hutchinson
   estimate in the package;
+  `uniform(like, seed, step)` (label sampling of Sophia-G), `dense(g)`
+  (TensorFlow's IndexedSlices to a tensor), and `output_grad(fn, y)` /
+  `output_hvp(fn, y, v)`, derivatives of a scalar function of the model's
+  outputs (the loss's Hessian in output space for Gauss-Newton products);
 - `train_step`: `train_step(model, *args, curvature)`, the train step of
   `keras_optzoo.with_curvature` models. It talks to the optimizer only through
   the `SecondOrderOptimizer` contract (`curvature_slots()`,
   `is_refresh(step)`, `host_step()`) and gets what to compute from the
-  `curvature` object (`keras_optzoo.curvature.CurvatureUpdate`);
+  `curvature` object (`keras_optzoo.curvature.CurvatureUpdate`: `needs`,
+  `always`, `compute(oracle, step, previous)`). What it hands `compute` is
+  an `Oracle` of the step's own loss (the same dropout masks and batch
+  statistics as the gradient, no second update of moving statistics):
+  `grads`, `loss`, `outputs`, `hvp(v)` (H v), `vjp(u)` (J^T u), `jvp(v)`
+  (J v, J the Jacobian of the outputs) and `loss_at(deltas)` (the step's
+  loss at weights + deltas);
 - `kernels`: `KERNELS`, a table kind -> fused update kernel (one small
   function per algorithm), `DECAY_IN_KERNEL`, and `cond_effects`;
 - `dot(xs, ys)`: the inner product of two lists of tensors, in keras.ops;
@@ -42,6 +52,10 @@ else:
 
 HessianProgram = hvp.HessianProgram
 rademacher = hvp.rademacher
+uniform = hvp.uniform
+dense = hvp.dense
+output_grad = hvp.output_grad
+output_hvp = hvp.output_hvp
 train_step = _train_step.train_step
 # Whether `fit` runs the update eagerly in Python (torch), so that an
 # optimizer can count steps on the host instead of reading `iterations`.

@@ -10,6 +10,8 @@ compute on a refresh comes in as the `curvature` callable (built by
 import keras
 from keras import ops
 
+from keras_optzoo import _keras_compat as compat
+
 
 def dot(xs, ys):
     """The inner product of two lists of tensors (ys cast to xs' dtype), a scalar."""
@@ -51,3 +53,22 @@ def unscaled(outer, grads, scale_of):
 
 def unpack(data):
     return keras.utils.unpack_x_y_sample_weight(data)
+
+
+def stateless_loss(model, data, trainable_values, non_trainable_values):
+    """(loss, y_pred) of `fit`'s training loss at the given weights and
+    non-trainable state, leaving every variable of `model` as it is.
+
+    Given the non-trainable state from before a step's forward pass (which
+    holds the dropout layers' seed-generator states and BatchNormalization's
+    moving statistics), this is that step's loss again: the same dropout
+    masks, batch statistics of the same batch, and no second update of the
+    moving statistics.
+    """
+    x, y, sample_weight = data
+    mapping = list(zip(model.trainable_variables, trainable_values))
+    mapping += list(zip(model.non_trainable_variables, non_trainable_values))
+    with keras.StatelessScope(state_mapping=mapping, collect_losses=True):
+        y_pred = model(x, training=True)
+        loss = compat.compute_loss(model, x, y, y_pred, sample_weight)
+    return loss, y_pred

@@ -31,8 +31,14 @@ class CurvatureModel(keras.Model):
         _, inner = backend.optimizers_of(self)  # (a LossScaleOptimizer may wrap ours)
         if not isinstance(inner, SecondOrderOptimizer):
             return super().train_step(*args)
-        inner.curvature_supplied = True  # this step writes the curvature slots before `apply`
-        return backend.train_step(self, *args, curvature=CurvatureUpdate(inner))
+        inner.supplied_by_train_step()  # this step writes the curvature slots before `apply`
+        return backend.train_step(self, *args, curvature=CurvatureUpdate(inner, self))
+
+    def compile(self, *args, **kwargs):
+        super().compile(*args, **kwargs)
+        _, inner = backend.optimizers_of(self)
+        if isinstance(inner, SecondOrderOptimizer):
+            CurvatureUpdate(inner, self)  # a clear error now for what the curvature cannot be computed for
 
     def build(self, input_shape=None):
         if not self.model.built and input_shape is not None:
@@ -54,7 +60,16 @@ class CurvatureModel(keras.Model):
 def with_curvature(model):
     """Returns a model sharing `model`'s layers and weights whose `fit` supplies
     Hessian information to second-order optimizers (Newton, Hybrid, AdaHessian,
-    SophiaH). If `model` is compiled, the wrapper is compiled the same way.
+    SophiaH, SophiaG). If `model` is compiled, the wrapper is compiled with
+    every argument `compile` was given (the same optimizer instance, loss,
+    `loss_weights`, metrics, weighted metrics, `run_eagerly`,
+    `steps_per_execution`, `jit_compile`; a LossScaleOptimizer that Keras
+    added under mixed_float16 is kept).
+
+    The curvature is that of each step's own training loss: the same batch,
+    dropout masks and BatchNormalization batch statistics as the gradient
+    (and the moving statistics are updated once per step, as in first-order
+    training), plus the model's regularization losses.
 
         model = keras_optzoo.with_curvature(model)
         model.compile(optimizer=keras_optzoo.Hybrid(), loss="sparse_categorical_crossentropy")
@@ -66,8 +81,7 @@ def with_curvature(model):
         return model
     wrapped = CurvatureModel(model, name=f"{model.name}_with_curvature")
     if getattr(model, "compiled", False) and model.optimizer is not None:
-        wrapped.compile(
-            optimizer=model.optimizer, loss=model.loss,
-            metrics=compat.compiled_metrics(model),
-        )
+        arguments = compat.compile_arguments(model)
+        arguments["optimizer"] = model.optimizer  # the instance (LossScaleOptimizer included) and its state
+        wrapped.compile(**arguments)
     return wrapped

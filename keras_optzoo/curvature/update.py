@@ -2,75 +2,195 @@
 optimizer's `CurvatureRequest`, in `keras.ops` (it runs inside the jitted
 train steps of every backend)."""
 
+import keras
 from keras import ops
 
+from keras_optzoo import _keras_compat as compat
 from keras_optzoo import backend
-from keras_optzoo.curvature.estimators import conjugate_gradient, hutchinson
+from keras_optzoo.backend import dot
+from keras_optzoo.curvature.estimators import conjugate_gradient, gauss_newton_product, hutchinson, sample_labels
+
+# Martens (2010), section 4.1: the Levenberg-Marquardt rule.
+DAMPING_UP, DAMPING_DOWN = 1.5, 2.0 / 3.0
+DAMPING_RANGE = (1e-6, 1e6)
+# The losses Sophia-G can sample labels for: (kind, from_logits) by loss name.
+_SAMPLED_LOSSES = {
+    "sparse_categorical_crossentropy": "sparse", "SparseCategoricalCrossentropy": "sparse",
+    "categorical_crossentropy": "categorical", "CategoricalCrossentropy": "categorical",
+    "binary_crossentropy": "binary", "BinaryCrossentropy": "binary",
+}  # fmt: skip
 
 
-def probes(request, variables, step):
+def probes(request, variables, step, count=None):
     """The request's Rademacher probes at `step` (probe j from seed + 7919 j)."""
-    return [backend.rademacher(variables, request.seed + 7919 * j, step) for j in range(request.num_probes)]
+    count = request.num_probes if count is None else count
+    return [backend.rademacher(variables, request.seed + 7919 * j, step) for j in range(count)]
+
+
+def sampled_loss_kind(model):
+    """(kind, from_logits) of the compiled loss for Sophia-G's label sampling;
+    ValueError naming the loss when it has no predictive distribution to sample."""
+    loss = model.loss
+    if isinstance(loss, str):
+        loss = keras.losses.get(loss)
+    name = type(loss).__name__ if isinstance(loss, keras.losses.Loss) else getattr(loss, "__name__", repr(loss))
+    if name not in _SAMPLED_LOSSES:
+        raise ValueError(
+            f"SophiaG samples labels from the model's predictive distribution, which needs a single "
+            f"crossentropy loss: one of {', '.join(sorted(set(_SAMPLED_LOSSES)))}; the model is compiled "
+            f"with loss={model.loss!r}. Use SophiaH (the Hutchinson estimator) for other losses."
+        )
+    config = loss.get_config() if isinstance(loss, keras.losses.Loss) else {}
+    return _SAMPLED_LOSSES[name], bool(config.get("from_logits", False))
+
+
+def _select(pred, true_fn, false_fn):
+    """A branch chosen by a Python bool (torch, host-side) or by `ops.cond`."""
+    if isinstance(pred, bool):
+        return true_fn() if pred else false_fn()
+    return ops.cond(pred, true_fn, false_fn)
 
 
 class CurvatureUpdate:
     """The curvature input of a second-order optimizer for one train step.
 
-    `update(hvp, grads, variables, step, previous, replica_sum=None)` returns
-    the new contents of `optimizer.curvature_slots()`: recomputed when
-    `optimizer.is_refresh(step)` (under `ops.cond`, so the HVPs only run on
-    refresh steps, also under XLA), else `previous`. `update.compute(...)`
-    recomputes unconditionally, for a caller that decided the refresh itself
-    (torch). Entries that come out non-finite (an overflow under float16
+    The train step builds an oracle of the step's own loss (see
+    `keras_optzoo.backend`) with what `needs` lists, and calls
+    `compute(oracle, step, previous)` (the new contents of
+    `optimizer.curvature_slots()`) on refresh steps; `always` says the
+    update runs every step (Newton). `update(oracle, step, previous,
+    replica_sum=None)` does the gating itself (`ops.cond` on
+    `optimizer.is_refresh(step)`, so nothing runs on other steps, also under
+    XLA). Entries that come out non-finite (an overflow under float16
     compute) keep their previous value, so one bad estimate cannot poison
     the running averages.
 
     `replica_sum` (TensorFlow under tf.distribute) sums tensors over the
-    replicas, each of which sees its share of the batch. A diagonal estimate
-    is linear in the Hessian, so each replica estimates on its share and one
-    sum follows, outside the cond (collectives cannot run inside one); the
-    Newton-CG direction is not, so there every HVP and the gradient are summed.
+    replicas, each of which sees its share of the batch. The diagonal and
+    Sophia-G estimates are sums of per-replica parts before a last
+    non-linear step, so each replica estimates under the cond and one sum
+    follows outside it (collectives cannot run inside one); Newton runs
+    every step with every product, gradient and loss summed.
     """
 
-    def __init__(self, optimizer):
+    def __init__(self, optimizer, model=None):
         self.optimizer = optimizer
-        self.request = optimizer.curvature_request()
+        self.request = request = optimizer.curvature_request()
+        self.always = request.kind == "newton" or request.interval == 1
+        self.needs = {"gauss_newton_bartlett": {"outputs"}}.get(request.kind, {"hessian"})
+        if request.kind == "newton":
+            self.needs = {"outputs" if request.matrix == "ggn" else "hessian"}
+            self.needs |= {"loss_at"} if request.adaptive_damping else set()
+        self._model = model
+        if request.kind == "gauss_newton_bartlett":
+            self._sampling = sampled_loss_kind(model)
 
-    def _estimate(self, hvp, grads, variables, step):
+    def _loss_of_outputs(self, y_true, sample_weight=None):
+        return lambda y_pred: compat.compiled_loss(self._model, y_true, y_pred, sample_weight)
+
+    # -- the estimates ---------------------------------------------------------
+    def _linear_part(self, oracle, step):
+        """The part of the estimate that adds up over replicas."""
         request = self.request
         if request.kind == "diagonal":
-            return hutchinson(hvp, probes(request, variables, step))
-        return conjugate_gradient(hvp, grads, request.damping, request.cg_iterations)
+            return hutchinson(oracle.hvp, probes(request, oracle.grads, step))
+        labels = sample_labels(oracle.outputs, *self._sampling, request.seed, step)
+        cotangent = backend.output_grad(self._loss_of_outputs(labels), oracle.outputs)
+        return oracle.vjp(cotangent)
+
+    def _finish(self, summed, batch_size):
+        if self.request.kind == "diagonal":
+            return summed
+        # Gauss-Newton-Bartlett: B * g_hat^2, g_hat the mean gradient over the
+        # batch of B examples at the sampled labels.
+        return [ops.multiply(ops.square(g), ops.cast(batch_size, g.dtype)) for g in summed]
 
     @staticmethod
     def _keep_finite(new, previous):
         return [ops.where(ops.isfinite(n), n, ops.cast(p, n.dtype)) for n, p in zip(new, previous)]
 
-    def compute(self, hvp, grads, variables, step, previous):
-        return self._keep_finite(self._estimate(hvp, grads, variables, step), previous)
+    def compute(self, oracle, step, previous):
+        if self.request.kind == "newton":
+            return self._newton(oracle, oracle.grads, oracle.loss, oracle.loss_at, step, previous)
+        batch_size = ops.shape(oracle.outputs)[0] if self.request.kind != "diagonal" else 1
+        return self._keep_finite(self._finish(self._linear_part(oracle, step), batch_size), previous)
 
-    def __call__(self, hvp, grads, variables, step, previous, replica_sum=None):
+    def __call__(self, oracle, step, previous, replica_sum=None):
         if replica_sum is not None:
-            return self._distributed(hvp, grads, variables, step, previous, replica_sum)
-        if self.request.interval == 1:
-            return self.compute(hvp, grads, variables, step, previous)
+            return self._distributed(oracle, step, previous, replica_sum)
+        if self.always:
+            return self.compute(oracle, step, previous)
         return ops.cond(
-            self.optimizer.is_refresh(step),
-            lambda: self.compute(hvp, grads, variables, step, previous),
-            lambda: list(previous),
+            self.optimizer.is_refresh(step), lambda: self.compute(oracle, step, previous), lambda: list(previous)
         )
 
-    def _distributed(self, hvp, grads, variables, step, previous, replica_sum):
+    # -- Newton -----------------------------------------------------------------
+    def _product(self, oracle):
+        if self.request.matrix == "ggn":
+            y, sample_weight = oracle.targets
+            return gauss_newton_product(oracle, self._loss_of_outputs(y, sample_weight))
+        return oracle.hvp
+
+    def _newton(self, oracle, grads, loss, loss_at, step, previous, product=None):
+        """The direction d of a damped Newton step theta <- theta - lr d, and
+        the Levenberg-Marquardt update of the damping lambda (Martens 2010):
+        rho = (f(theta - d) - f(theta)) / (q(-d) - q(0)) on the step's batch,
+        q the quadratic model -g.d + d.B d / 2 (B undamped); lambda * 3/2 when
+        rho < 1/4, * 2/3 when rho > 3/4. A step that raises the batch loss
+        (or makes it non-finite) is not taken."""
+        request, n = self.request, len(grads)
+        product = product or self._product(oracle)
+        damping = ops.cast(previous[n], grads[0].dtype)
+        if request.method == "diagonal":
+            d_prev = previous[n + 1:]
+            refresh = self.optimizer.is_refresh(step)
+            diag = _select(refresh, lambda: hutchinson(product, probes(request, grads, step)), lambda: list(d_prev))
+            diag = self._keep_finite(diag, d_prev)
+            direction = [g / (ops.abs(h) + damping) for g, h in zip(grads, diag)]
+            curvature = dot(direction, [ops.abs(h) * d for h, d in zip(diag, direction)])
+            extra = diag
+        else:
+            preconditioner = None
+            if request.precondition:
+                diag = hutchinson(product, probes(request, grads, step))
+                preconditioner = [ops.abs(h) + damping for h in diag]
+            direction, residual = conjugate_gradient(product, grads, damping, request.cg_iterations, preconditioner)
+            # d.(B + lambda) d = d.g - d.r from the CG residual: no extra product.
+            curvature = dot(direction, grads) - dot(direction, residual) - damping * dot(direction, direction)
+            extra = []
+        if request.adaptive_damping:
+            predicted = curvature / 2.0 - dot(grads, direction)
+            actual = ops.cast(loss_at([-d for d in direction]), loss.dtype) - loss
+            rho = actual / ops.where(predicted < 0, predicted, -ops.ones_like(predicted))
+            taken = ops.logical_and(ops.isfinite(actual), actual <= 0)
+            factor = ops.where(ops.logical_or(ops.logical_not(taken), rho < 0.25), DAMPING_UP,
+                               ops.where(rho > 0.75, DAMPING_DOWN, 1.0))  # fmt: skip
+            damping = ops.clip(damping * ops.cast(factor, damping.dtype), *DAMPING_RANGE)
+            direction = [ops.where(taken, d, ops.zeros_like(d)) for d in direction]
+        direction = self._keep_finite(direction, [ops.zeros_like(d) for d in direction])
+        return direction + [ops.reshape(damping, ops.shape(previous[n]))] + list(extra)
+
+    def _distributed(self, oracle, step, previous, replica_sum):
+        if self.request.kind == "newton":
+            product = self._product(oracle)
+            summed = lambda vectors: replica_sum(product(vectors))  # noqa: E731
+            loss_at = lambda deltas: replica_sum([oracle.loss_at(deltas)])[0]  # noqa: E731
+            loss = replica_sum([oracle.loss])[0]
+            return self._newton(oracle, replica_sum(oracle.grads), loss, loss_at, step, previous, summed)
+        replicas = replica_sum([ops.ones(())])[0]
+        if self.always:
+            local = self._linear_part(oracle, step)
+        else:
+            local = ops.cond(
+                self.optimizer.is_refresh(step),
+                lambda: self._linear_part(oracle, step),
+                lambda: [ops.zeros_like(p) for p in previous],
+            )
+        batch_size = 1
         if self.request.kind != "diagonal":
-            summed_hvp = lambda vectors: replica_sum(hvp(vectors))  # noqa: E731
-            return self.compute(summed_hvp, replica_sum(grads), variables, step, previous)
-        if self.request.interval == 1:
-            return self._keep_finite(replica_sum(self._estimate(hvp, grads, variables, step)), previous)
-        refresh = self.optimizer.is_refresh(step)
-        local = ops.cond(
-            refresh,
-            lambda: self._estimate(hvp, grads, variables, step),
-            lambda: [ops.zeros_like(p) for p in previous],
-        )
-        summed = replica_sum(local)
-        return self._keep_finite([ops.where(refresh, s, ops.cast(p, s.dtype)) for s, p in zip(summed, previous)], previous)
+            batch_size = ops.cast(ops.shape(oracle.outputs)[0], "float32") * replicas
+        new = self._finish(replica_sum(local), batch_size)
+        if not self.always:
+            refresh = self.optimizer.is_refresh(step)
+            new = [ops.where(refresh, s, ops.cast(p, s.dtype)) for s, p in zip(new, previous)]
+        return self._keep_finite(new, previous)

@@ -9,6 +9,7 @@ from keras_optzoo.optimizers.second_order import (
     Hybrid,
     Newton,
     SecondOrderOptimizer,
+    SophiaG,
     SophiaH,
 )
 from keras_optzoo.optimizers.sgd import SGD, Momentum, Nesterov
@@ -26,6 +27,7 @@ __all__ = [
     "Hybrid",
     "AdaHessian",
     "SophiaH",
+    "SophiaG",
     "SecondOrderOptimizer",
     "CurvatureRequest",
     "ALL_OPTIMIZERS",

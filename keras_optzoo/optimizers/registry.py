@@ -4,11 +4,11 @@ import keras
 
 from keras_optzoo.optimizers.adam import AMSGrad, Adam, AdamW
 from keras_optzoo.optimizers.adaptive import Adagrad, RMSprop
-from keras_optzoo.optimizers.second_order import AdaHessian, Hybrid, Newton, SophiaH
+from keras_optzoo.optimizers.second_order import AdaHessian, Hybrid, Newton, SophiaG, SophiaH
 from keras_optzoo.optimizers.sgd import SGD, Momentum, Nesterov
 
 FIRST_ORDER = (SGD, Momentum, Nesterov, Adagrad, RMSprop, Adam, AMSGrad, AdamW)
-SECOND_ORDER = (Newton, Hybrid, AdaHessian, SophiaH)
+SECOND_ORDER = (Newton, Hybrid, AdaHessian, SophiaH, SophiaG)
 ALL_OPTIMIZERS = FIRST_ORDER + SECOND_ORDER
 
 # Lower-case names and the seeds' abbreviations. GD and mini-batch GD are SGD

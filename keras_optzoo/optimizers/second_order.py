@@ -6,6 +6,7 @@ step writes the estimate into the optimizer's `curvature` slots before
 
 from typing import NamedTuple
 
+import keras
 from keras import ops
 
 from keras_optzoo import _keras_compat as compat
@@ -26,8 +27,15 @@ class CurvatureRequest(NamedTuple):
 
     kind: "diagonal", Hutchinson's estimate of diag(H) from `num_probes`
         Rademacher probes (probe j at step t drawn from seed + 7919 j and t);
-        "newton_cg", the solution p of (H + damping I) p = g by
-        `cg_iterations` conjugate-gradient steps.
+        "gauss_newton_bartlett", Sophia-G's B * g_hat^2 with g_hat the
+        gradient at labels sampled from the model's predictions (seed, t);
+        "newton", the direction d of a damped Newton step and the new
+        damping (every step): `method` "diagonal" (d = g / (|D| + damping),
+        D refreshed every `interval` steps) or "cg" (`cg_iterations` steps
+        of conjugate gradients on (B + damping I) d = g, preconditioned by
+        |D| + damping when `precondition`), with B the Hessian or, with
+        `matrix="ggn"`, the generalized Gauss-Newton matrix;
+        `adaptive_damping`: the Levenberg-Marquardt rule.
     interval: a refresh every `interval` steps (when `is_refresh(step)`).
     """
 
@@ -35,8 +43,11 @@ class CurvatureRequest(NamedTuple):
     interval: int
     num_probes: int = 0
     seed: int = 0
-    damping: float = 0.0
+    method: str = "diagonal"
+    matrix: str = "hessian"
     cg_iterations: int = 0
+    precondition: bool = False
+    adaptive_damping: bool = False
 
 
 class SecondOrderOptimizer(OptzooOptimizer):
@@ -77,6 +88,7 @@ class SecondOrderOptimizer(OptzooOptimizer):
         self.num_probes = _validation.integer("num_probes", num_probes, low=1)
         self.seed = _validation.integer("seed", seed, low=0)
         self.curvature_supplied = False
+        self._from_train_step = False
         self._host_step = None
         self._hyperparameters = self._curvature_hyperparameters + type(self)._hyperparameters
 
@@ -101,10 +113,18 @@ class SecondOrderOptimizer(OptzooOptimizer):
         return self._host_step
 
     def set_curvature(self, values):
-        """Sets the curvature input by hand (custom loops): a list shaped like the variables."""
+        """Sets the curvature input by hand (custom loops): a list shaped like
+        the variables (the diagonal estimate D; for Newton-CG the direction)."""
         for slot, value in zip(self._curvature, values):
             slot.assign(ops.cast(value, slot.dtype))
         self.curvature_supplied = True
+        self._from_train_step = False
+
+    def supplied_by_train_step(self):
+        """Called by the `with_curvature` train step, which writes
+        `curvature_slots()` itself before every `apply`."""
+        self.curvature_supplied = True
+        self._from_train_step = True
 
     # -- Keras hooks -------------------------------------------------------------
     def build(self, var_list):
@@ -121,7 +141,9 @@ class SecondOrderOptimizer(OptzooOptimizer):
     def apply(self, grads, trainable_variables=None):
         if not self.curvature_supplied:
             raise RuntimeError(WRAP_MESSAGE.format(name=type(self).__name__))
-        result = super().apply(grads, trainable_variables)
+        # TensorFlow gives an Embedding's gradient as IndexedSlices; the
+        # curvature-scaled updates are dense.
+        result = super().apply([backend.dense(g) for g in grads], trainable_variables)
         if self._host_step is not None:
             # A skipped step (skip_nonfinite) leaves `iterations`: read it again.
             self._host_step = None if self.skip_nonfinite else self._host_step + 1
@@ -145,32 +167,60 @@ class SecondOrderOptimizer(OptzooOptimizer):
 
 @register
 class Newton(SecondOrderOptimizer):
-    """Damped Newton's method (seed 000, section 4.2: theta -= lr H^-1 g).
+    """Damped Newton's method (paper 000, section 4.2: theta -= lr H^-1 g),
+    with Levenberg-Marquardt damping (Martens 2010, Hessian-free optimization).
 
-    `method="diagonal"`: H is replaced by its Hutchinson diagonal D,
+    Each step computes a direction d and takes theta <- theta - lr * d:
 
-        theta <- theta - lr * g / (|D| + damping)
+    - `method="diagonal"`: d = g / (|D| + lambda), D the Hutchinson diagonal
+      of the curvature matrix B (refreshed every `hessian_update_interval`
+      steps from `num_probes` probes);
+    - `method="cg"`: d solves (B + lambda I) d = g by `cg_iterations` steps
+      of conjugate gradients from d = 0 (one product B v each; stopped early
+      at a direction of non-positive curvature), preconditioned by
+      |D| + lambda (one more product) when `precondition`.
 
-    `method="cg"`: Hessian-free truncated Newton; the direction p solves
-    (H + damping I) p = g by `cg_iterations` conjugate-gradient steps from
-    p = 0 (each one HVP; stopped early at a direction of non-positive
-    curvature), then
+    B is the Hessian (`curvature="hessian"`) or the generalized Gauss-Newton
+    matrix J^T H_L J (`curvature="ggn"`: J the Jacobian of the model's
+    outputs, H_L the Hessian of the compiled loss in the outputs; positive
+    semi-definite for convex losses, as in Hessian-free optimization; the
+    regularization losses' curvature is left to the damping).
 
-        theta <- theta - lr * p
+    `adaptive_damping` (default True): lambda starts at `damping` and follows
+    the Levenberg-Marquardt rule on the reduction ratio
+    rho = (f(theta - d) - f(theta)) / (-g.d + d.B d / 2), both on the step's
+    batch: lambda * 3/2 when rho < 1/4, * 2/3 when rho > 3/4 (within
+    [1e-6, 1e6]), and a direction that raises the batch loss is not taken
+    (d = 0 for that step). This costs one forward pass per step. The ratio
+    is that of the full step d (lr 1, the default). lambda is optimizer
+    state (saved and restored with it); `damping_value` reads it.
+    With `adaptive_damping=False` lambda stays at `damping`.
 
-    The CG direction is recomputed every step (`hessian_update_interval` must
-    be 1). Defaults: lr 1.0 (a full Newton step), damping 1e-3.
+    Clipping (`clipnorm`, `clipvalue`, `global_clipnorm`) applies to d, the
+    step actually taken; `weight_decay` is Keras's decoupled decay.
+
+    Defaults: lr 1.0 (a full Newton step), method "diagonal", curvature
+    "hessian", damping 1.0 (the start of the adaptive lambda), adaptive
+    damping, 10 CG iterations, preconditioning on, interval 1 (the defaults
+    sweep in docs/defaults.md).
 
     {{base_kwargs}}
     """
 
-    _hyperparameters = ("method", "damping", "cg_iterations")
+    _hyperparameters = ("method", "curvature", "damping", "adaptive_damping", "cg_iterations", "precondition")
 
-    def __init__(self, learning_rate=1.0, method="diagonal", damping=1e-3, cg_iterations=10, **kwargs):
+    def __init__(self, learning_rate=1.0, method="diagonal", curvature="hessian", damping=1.0, adaptive_damping=True,
+                 cg_iterations=10, precondition=True, **kwargs):
         super().__init__(learning_rate=learning_rate, **kwargs)
-        self.method = _validation.choice("method", method, ("diagonal", "cg"))
-        self.damping = _validation.positive("damping", damping)
-        self.cg_iterations = _validation.integer("cg_iterations", cg_iterations, low=1)
+        v = _validation
+        self.method = v.choice("method", method, ("diagonal", "cg"))
+        self.curvature = v.choice("curvature", curvature, ("hessian", "ggn"))
+        self.damping = v.positive("damping", damping)
+        self.cg_iterations = v.integer("cg_iterations", cg_iterations, low=1)
+        for arg, value in (("adaptive_damping", adaptive_damping), ("precondition", precondition)):
+            if not isinstance(value, bool):
+                raise TypeError(f"`{arg}` must be True or False; received {value!r}.")
+        self.adaptive_damping, self.precondition = adaptive_damping, precondition
         if self.method == "cg" and self.hessian_update_interval != 1:
             raise ValueError(
                 "`hessian_update_interval` must be 1 with method='cg' (the CG direction depends on "
@@ -178,18 +228,58 @@ class Newton(SecondOrderOptimizer):
             )
 
     def curvature_request(self):
+        return CurvatureRequest(
+            "newton", self.hessian_update_interval, self.num_probes, self.seed, method=self.method,
+            matrix=self.curvature, cg_iterations=self.cg_iterations, precondition=self.precondition,
+            adaptive_damping=self.adaptive_damping,
+        )  # fmt: skip
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._damping = self.add_variable((), initializer=keras.initializers.Constant(self.damping), name="damping")
+        self._diagonal = []
         if self.method == "diagonal":
-            return super().curvature_request()
-        return CurvatureRequest("newton_cg", 1, damping=self.damping, cg_iterations=self.cg_iterations)
+            self._diagonal = [self.add_variable_from_reference(v, "diagonal") for v in var_list]
+
+    def curvature_slots(self):
+        """The directions d (one per variable), lambda, and for
+        method="diagonal" the diagonal estimates D."""
+        return list(self._curvature) + [self._damping] + list(self._diagonal)
+
+    def set_curvature(self, values):
+        """Custom loops: method="diagonal" takes D (the step is then
+        g / (|D| + lambda) at the current lambda), method="cg" the direction d."""
+        super().set_curvature(values)
+        if self.method == "diagonal":
+            for slot, value in zip(self._diagonal, values):
+                slot.assign(ops.cast(value, slot.dtype))
+
+    @property
+    def damping_value(self):
+        """The current damping lambda (the adaptive one, once built)."""
+        return float(ops.convert_to_numpy(self._damping)) if self.built else self.damping
+
+    def apply(self, grads, trainable_variables=None):
+        if not self.built and trainable_variables is not None:
+            self.build(list(trainable_variables))
+        if self.curvature_supplied and not self._from_train_step and self.method == "diagonal":
+            lam = ops.convert_to_tensor(self._damping)
+            directions = [ops.divide(ops.cast(backend.dense(g), d.dtype), ops.add(ops.abs(d), ops.cast(lam, d.dtype)))
+                          for g, d in zip(grads, self._diagonal)]  # fmt: skip
+        else:
+            directions = [c.value for c in self._curvature]
+        # The direction goes where Keras expects the gradient, so that its
+        # clipping (and the non-finite checks) act on the step actually taken.
+        return super().apply(directions, trainable_variables)
+
+    def _fused_spec(self):
+        return ("sgd", {})
 
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)
-        c = self._curvature_of(variable)
-        if self.method == "cg":
-            self.assign_sub(variable, ops.multiply(c, lr))
-            return
-        g = ops.cast(gradient, variable.dtype)
-        self.assign_sub(variable, ops.divide(ops.multiply(g, lr), ops.add(ops.abs(c), self.damping)))
+        self.assign_sub(variable, ops.multiply(ops.cast(gradient, variable.dtype), lr))
 
 
 @register
@@ -350,3 +440,38 @@ class SophiaH(SecondOrderOptimizer):
         self._ema_on_refresh(h, d, self.beta_2, dtype)
         ratio = ops.divide(m, ops.maximum(ops.multiply(h, self.gamma), self.epsilon))
         self.assign_sub(variable, ops.multiply(ops.clip(ratio, -1.0, 1.0), lr))
+
+
+@register
+class SophiaG(SophiaH):
+    """Sophia with the Gauss-Newton-Bartlett estimator (Liu et al., 2023).
+
+    The update is SophiaH's (same symbols; `SophiaH`'s docstring):
+
+        m <- beta_1 m + (1 - beta_1) g
+        h <- beta_2 h + (1 - beta_2) B * g_hat^2    (on refresh steps, every k)
+        theta <- theta - lr * clip(m / max(gamma * h, epsilon), -1, 1)
+
+    with g_hat the mini-batch gradient of the compiled loss at labels
+    sampled from the model's own predictive distribution (softmax or
+    sigmoid of its outputs, a function of `seed` and the step), and B the
+    batch size: an estimate of the diagonal of the Gauss-Newton matrix that
+    needs one extra backward pass and no second-order derivative. It needs a
+    crossentropy loss (sparse categorical, categorical or binary; from
+    probabilities or `from_logits`); the curvature of the regularization
+    losses and sample weights are not in the estimate.
+
+    Defaults: betas 0.965 / 0.99, interval 10, gamma 0.05 (the paper's
+    Sophia-G setting), epsilon 1e-12, lr 1e-3 (the defaults sweep in
+    docs/defaults.md), no weight decay.
+
+    {{base_kwargs}}
+    """
+
+    def __init__(self, learning_rate=1e-3, beta_1=0.965, beta_2=0.99, gamma=0.05, epsilon=1e-12,
+                 hessian_update_interval=10, **kwargs):
+        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, gamma=gamma, epsilon=epsilon,
+                         hessian_update_interval=hessian_update_interval, **kwargs)  # fmt: skip
+
+    def curvature_request(self):
+        return CurvatureRequest("gauss_newton_bartlett", self.hessian_update_interval, 1, self.seed)

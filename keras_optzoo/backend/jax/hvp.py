@@ -40,6 +40,75 @@ class HessianProgram:
         return loss, grads, hvp
 
 
+def dense(gradient):
+    """JAX gradients are always dense."""
+    return gradient
+
+
+def output_grad(fn, y):
+    """The gradient of the scalar `fn(y)` with respect to the array `y`."""
+    return jax.grad(fn)(jax.lax.stop_gradient(y))
+
+
+def output_hvp(fn, y, v):
+    """The Hessian of the scalar `fn(y)` with respect to `y`, times `v`."""
+    return jax.jvp(jax.grad(fn), (jax.lax.stop_gradient(y),), (jnp.asarray(v, y.dtype),))[1]
+
+
+class Oracle:
+    """The derivatives of one train step's loss that a curvature estimate asks
+    for. `loss_and_aux(trainable)` is Keras's stateless
+    `compute_loss_and_updates` at the step's non-trainable state, so every
+    derivative sees the step's dropout masks and batch statistics and none
+    changes the model's state.
+
+    needs "hessian": gradient and Hessian from one `jax.linearize` of the
+    gradient (forward-over-reverse; each HVP then costs one tangent pass);
+    needs "outputs": gradient, J^T u and J v from one `jax.vjp` of
+    (loss, outputs) and its transpose. With a loss scale, the HVP is of the
+    unscaled loss (a float16 tangent of the scaled loss overflows).
+    """
+
+    def __init__(self, loss_and_aux, trainable, targets, needs, unscale, scaling):
+        self._loss_and_aux, self._trainable, self.targets = loss_and_aux, trainable, targets
+        grad = jax.grad(loss_and_aux, has_aux=True)
+        if "hessian" in needs and not scaling:
+            self.scaled_grads, self._hvp, self.aux = jax.linearize(grad, trainable, has_aux=True)
+        elif "outputs" in needs:
+            def loss_and_outputs(t):
+                loss, aux = loss_and_aux(t)
+                return (loss, aux[1]), aux
+
+            (loss, outputs), self._vjp, self.aux = jax.vjp(loss_and_outputs, trainable, has_aux=True)
+            self.scaled_grads = self._vjp((jnp.ones_like(loss), jnp.zeros_like(outputs)))[0]
+            self._jvp = jax.linear_transpose(lambda c: self._vjp(c)[0], (loss, outputs))
+        else:
+            self.scaled_grads, self.aux = grad(trainable)
+        if "hessian" in needs and scaling:
+            unscaled_grad = jax.grad(lambda t: loss_and_aux(t)[1][0])
+            self._hvp = lambda v: jax.jvp(unscaled_grad, (trainable,), (v,))[1]
+        self.grads = unscale(self.scaled_grads)
+        self.loss, self.outputs = self.aux[0], self.aux[1]
+
+    def hvp(self, vectors):
+        return list(self._hvp([jnp.asarray(v, t.dtype) for v, t in zip(vectors, self._trainable)]))
+
+    def vjp(self, cotangent):
+        return list(self._vjp((jnp.zeros((), self.loss.dtype), cotangent))[0])
+
+    def jvp(self, vectors):
+        return self._jvp([jnp.asarray(v, t.dtype) for v, t in zip(vectors, self._trainable)])[0][1]
+
+    def loss_at(self, deltas):
+        return self._loss_and_aux([t + jnp.asarray(d, t.dtype) for t, d in zip(self._trainable, deltas)])[1][0]
+
+
+def uniform(like, seed, step):
+    """Uniform [0, 1) float32 numbers shaped like the array `like`, a function of (seed, step)."""
+    key = jax.random.fold_in(jax.random.key(seed), jnp.asarray(step, jnp.uint32))
+    return jax.random.uniform(key, jnp.shape(like), dtype=jnp.float32)
+
+
 def rademacher(variables, seed, step):
     """+-1 probes shaped like `variables`, a function of (seed, step)."""
     key = jax.random.fold_in(jax.random.key(seed), jnp.asarray(step, jnp.uint32))

@@ -2,21 +2,94 @@
 
 import tensorflow as tf
 
-from keras_optzoo.backend._common import check_scalar, dot
+from keras_optzoo.backend._common import check_scalar, dot, stateless_loss
 
 
-def nested_hvp(loss_of, variables):
-    """H @ vectors for the scalar `loss_of()` (recomputed under two tapes)."""
+def dense(gradient):
+    """A dense tensor for a gradient that TensorFlow gives as `IndexedSlices`
+    (Embedding layers, `tf.gather`); other tensors (and None) unchanged."""
+    return tf.convert_to_tensor(gradient) if isinstance(gradient, tf.IndexedSlices) else gradient
 
-    def hvp(vectors):
-        with tf.GradientTape() as outer:
-            with tf.GradientTape() as inner:
-                loss = loss_of()
-            grads = inner.gradient(loss, variables)
-            product = dot(grads, vectors)
-        return outer.gradient(product, variables)
 
-    return hvp
+def output_grad(fn, y):
+    """The gradient of the scalar `fn(y)` with respect to the tensor `y`."""
+    y = tf.stop_gradient(y)
+    with tf.GradientTape() as tape:
+        tape.watch(y)
+        value = fn(y)
+    return tape.gradient(value, y)
+
+
+def output_hvp(fn, y, v):
+    """The Hessian of the scalar `fn(y)` with respect to `y`, times `v`."""
+    y = tf.stop_gradient(y)
+    with tf.GradientTape() as outer:
+        outer.watch(y)
+        with tf.GradientTape() as inner:
+            inner.watch(y)
+            value = fn(y)
+        grad = inner.gradient(value, y)
+    return outer.gradient(grad, y, output_gradients=tf.cast(v, grad.dtype))
+
+
+class Oracle:
+    """The derivatives of one train step's loss that a curvature estimate asks
+    for, computed when first asked (inside the refresh branch of the step's
+    `cond`, so nothing runs on other steps).
+
+    The step's loss is evaluated again statelessly (`stateless_loss`) at the
+    step's weights with the non-trainable state from before the step's
+    forward pass: the same dropout masks and batch statistics as the
+    gradient, and BatchNormalization's moving statistics are not updated a
+    second time. One forward pass under a persistent tape serves every
+    Hessian-vector product (`hvp`), Jacobian product (`vjp`, `jvp`) of the
+    refresh; `loss_at(deltas)` is the loss at weights + deltas.
+    """
+
+    def __init__(self, model, data, non_trainable, grads, loss):
+        self.grads, self.loss, self.targets = grads, loss, data[1:]
+        self._model, self._data, self._non_trainable = model, data, non_trainable
+        self._tape = None
+
+    def _record(self):
+        if self._tape is None:
+            self._values = [tf.convert_to_tensor(v.value) for v in self._model.trainable_variables]
+            self._tape = tf.GradientTape(persistent=True)
+            with self._tape:
+                self._tape.watch(self._values)
+                with tf.GradientTape() as inner:
+                    inner.watch(self._values)
+                    loss, self._outputs = stateless_loss(self._model, self._data, self._values, self._non_trainable)
+                self._grads = [dense(g) for g in inner.gradient(loss, self._values)]
+        return self._tape
+
+    @property
+    def outputs(self):
+        self._record()
+        return self._outputs
+
+    def hvp(self, vectors):
+        tape = self._record()
+        vectors = [tf.cast(v, g.dtype) for v, g in zip(vectors, self._grads)]
+        return [dense(h) for h in tape.gradient(self._grads, self._values, output_gradients=vectors)]
+
+    def vjp(self, cotangent):
+        tape = self._record()
+        return [dense(g) for g in tape.gradient(self._outputs, self._values, output_gradients=cotangent)]
+
+    def jvp(self, vectors):
+        tape = self._record()
+        zero = tf.zeros_like(self._outputs)
+        with tf.GradientTape() as transpose:
+            transpose.watch(zero)
+            pulled = [dense(p) for p in tape.gradient(self._outputs, self._values, output_gradients=zero)]
+        vectors = [tf.cast(v, p.dtype) for v, p in zip(vectors, pulled)]
+        return transpose.gradient(pulled, zero, output_gradients=vectors)
+
+    def loss_at(self, deltas):
+        variables = self._model.trainable_variables
+        values = [tf.convert_to_tensor(v.value) + tf.cast(d, v.dtype) for v, d in zip(variables, deltas)]
+        return stateless_loss(self._model, self._data, values, self._non_trainable)[0]
 
 
 class HessianProgram:
@@ -35,10 +108,12 @@ class HessianProgram:
         def value_and_grad(x, y):
             with tf.GradientTape() as tape:
                 loss = loss_at(x, y)
-            return loss, tape.gradient(loss, variables)
+            return loss, [dense(g) for g in tape.gradient(loss, variables)]
 
         def hvp(x, y, vectors):
-            return nested_hvp(lambda: loss_at(x, y), variables)(vectors)
+            with tf.GradientTape() as outer:
+                product = dot(value_and_grad(x, y)[1], vectors)
+            return [dense(h) for h in outer.gradient(product, variables)]
 
         self._value_and_grad = tf.function(value_and_grad)
         self._hvp = tf.function(hvp)
@@ -53,6 +128,12 @@ class HessianProgram:
             return self._hvp(x, y, [tf.cast(v, d) for v, d in zip(vectors, dtypes)])
 
         return loss, grads, hvp
+
+
+def uniform(like, seed, step):
+    """Uniform [0, 1) float32 numbers shaped like the tensor `like`, a function of (seed, step)."""
+    seed = tf.stack([tf.constant(seed, tf.int32), tf.cast(step, tf.int32)])
+    return tf.random.stateless_uniform(tf.shape(like), seed=seed)
 
 
 def rademacher(variables, seed, step):

@@ -4,7 +4,7 @@ import tensorflow as tf
 
 from keras_optzoo import _keras_compat as compat
 from keras_optzoo.backend import _common
-from keras_optzoo.backend.tensorflow.hvp import nested_hvp
+from keras_optzoo.backend.tensorflow.hvp import Oracle, dense
 
 
 def _replica_sum(tensors):
@@ -15,24 +15,30 @@ def _replica_sum(tensors):
 # `fit` runs this step traced (compiled), so no Python-side step count is kept.
 HOST_STEPS = False
 
+
 def train_step(model, data, curvature):
     """Keras's train step plus, before the update, `curvature(...)` written
-    into the optimizer's curvature slots (refresh-gated inside `curvature`)."""
+    into the optimizer's curvature slots. The curvature's derivatives come
+    from an `Oracle` that evaluates this step's loss again, statelessly and
+    only inside the refresh branch of `curvature`'s cond (so a step that
+    does not refresh costs what a first-order step costs)."""
     outer, opt = _common.optimizers_of(model)
     x, y, sample_weight = _common.unpack(data)
-
-    def loss_of():
-        y_pred = model(x, training=True)
-        return compat.compute_loss(model, x, y, y_pred, sample_weight), y_pred
-
-    with tf.GradientTape() as tape:
-        loss, y_pred = loss_of()
-        compat.track_loss(model, loss, x)
-        scaled = outer.scale_loss(loss)
+    # The state the forward pass starts from (dropout seeds, moving
+    # statistics), read before it: the oracle's re-evaluation starts there too.
+    before = [tf.identity(v.value) for v in model.non_trainable_variables]
+    with tf.control_dependencies(before):
+        with tf.GradientTape() as tape:
+            y_pred = model(x, training=True)
+            loss = compat.compute_loss(model, x, y, y_pred, sample_weight)
+            compat.track_loss(model, loss, x)
+            scaled = outer.scale_loss(loss)
     variables = model.trainable_weights  # after the forward pass, which builds a subclassed model
     if not outer.built:
         outer.build(variables)
-    grads = tape.gradient(scaled, variables)
+    # Dense gradients: the second-order updates (and their HVPs) are dense,
+    # so an Embedding's IndexedSlices gradient becomes a dense tensor here.
+    grads = [dense(g) for g in tape.gradient(scaled, variables)]
     slots = opt.curvature_slots()
     # The curvature comes from the unscaled loss (the HVP of the loss itself).
     curvature_grads = _common.unscaled(outer, grads, lambda: outer.scale_loss(tf.ones((), grads[0].dtype)))
@@ -42,10 +48,8 @@ def train_step(model, data, curvature):
     # estimates and the CG solve equal to single-device training.
     context = tf.distribute.get_replica_context()
     distributed = context is not None and context.num_replicas_in_sync > 1
-    new = curvature(
-        nested_hvp(lambda: loss_of()[0], variables), curvature_grads, variables,
-        opt.iterations, [s.value for s in slots], replica_sum=_replica_sum if distributed else None,
-    )
+    oracle = Oracle(model, (x, y, sample_weight), before, curvature_grads, loss)
+    new = curvature(oracle, opt.iterations, [s.value for s in slots], replica_sum=_replica_sum if distributed else None)
     for slot, value in zip(slots, new):
         slot.assign(value)
     outer.apply_gradients(zip(grads, variables))

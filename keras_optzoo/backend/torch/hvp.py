@@ -7,7 +7,12 @@ graph of the ordinary forward pass is differentiated twice instead.)
 
 import torch
 
-from keras_optzoo.backend._common import check_scalar
+from keras_optzoo.backend._common import check_scalar, stateless_loss
+
+
+def dense(gradient):
+    """torch gradients of Keras models are dense."""
+    return gradient
 
 
 def hvp_from(grads, params):
@@ -18,6 +23,60 @@ def hvp_from(grads, params):
         return list(torch.autograd.grad(grads, params, grad_outputs=vectors, retain_graph=True))
 
     return hvp
+
+
+def output_grad(fn, y):
+    """The gradient of the scalar `fn(y)` with respect to the tensor `y`."""
+    y = y.detach().requires_grad_(True)
+    with torch.enable_grad():
+        return torch.autograd.grad(fn(y), y)[0]
+
+
+def output_hvp(fn, y, v):
+    """The Hessian of the scalar `fn(y)` with respect to `y`, times `v`."""
+    y = y.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(fn(y), y, create_graph=True)
+        return torch.autograd.grad(grad, y, grad_outputs=torch.as_tensor(v, dtype=grad.dtype))[0]
+
+
+class Oracle:
+    """The derivatives of one train step's loss that a curvature estimate asks
+    for, from the graph of the step's own forward pass (so the step's
+    dropout masks and batch statistics; BatchNormalization's moving
+    statistics are updated once, by that pass). needs "hessian": the
+    gradient is built with `create_graph=True` and each HVP is one more
+    backward pass; needs "outputs": J^T u by a backward pass from the
+    outputs, J v as the transpose of that (double-backward trick);
+    `loss_at(deltas)` evaluates the loss statelessly from the state before
+    the step (`non_trainable`)."""
+
+    def __init__(self, model, data, non_trainable, loss, outputs, params, needs):
+        self.loss, self.outputs, self.targets = loss.detach(), outputs, data[1:]
+        self._model, self._data, self._non_trainable, self._params = model, data, non_trainable, params
+        hessian = "hessian" in needs
+        retain = hessian or "outputs" in needs
+        self._graph_grads = torch.autograd.grad(loss, params, create_graph=hessian, retain_graph=retain)
+        self.grads = [g.detach() for g in self._graph_grads]
+
+    def hvp(self, vectors):
+        return hvp_from(self._graph_grads, self._params)(vectors)
+
+    def vjp(self, cotangent):
+        return list(torch.autograd.grad(self.outputs, self._params, grad_outputs=cotangent, retain_graph=True))
+
+    def jvp(self, vectors):
+        zero = torch.zeros_like(self.outputs, requires_grad=True)
+        pulled = torch.autograd.grad(
+            self.outputs, self._params, grad_outputs=zero, retain_graph=True, create_graph=True
+        )
+        vectors = [torch.as_tensor(v, dtype=p.dtype, device=p.device) for v, p in zip(vectors, pulled)]
+        return torch.autograd.grad(pulled, zero, grad_outputs=vectors, retain_graph=True)[0]
+
+    def loss_at(self, deltas):
+        with torch.no_grad():
+            values = [p + torch.as_tensor(d, dtype=p.dtype) for p, d in zip(self._params, deltas)]
+            return stateless_loss(self._model, self._data, values, self._non_trainable)[0]
 
 
 class HessianProgram:
@@ -39,11 +98,19 @@ class HessianProgram:
         return loss.detach(), [g.detach() for g in grads], hvp_from(grads, params)
 
 
+def uniform(like, seed, step):
+    """Uniform [0, 1) float32 numbers shaped like (and on the device of) the
+    tensor `like`, a function of (seed, step)."""
+    generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
+    return torch.rand(tuple(like.shape), generator=generator).to(like.device)
+
+
 def rademacher(variables, seed, step):
     """+-1 probes shaped like `variables`, a function of (seed, step)."""
     generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
     out = []
     for v in variables:
         bits = torch.randint(0, 2, tuple(v.shape), generator=generator)
-        out.append((2 * bits - 1).to(dtype=v.value.dtype, device=v.value.device))
+        like = getattr(v, "value", v)  # a variable or a tensor shaped like one
+        out.append((2 * bits - 1).to(dtype=like.dtype, device=like.device))
     return out

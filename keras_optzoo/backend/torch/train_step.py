@@ -4,19 +4,26 @@ import torch
 
 from keras_optzoo import _keras_compat as compat
 from keras_optzoo.backend import _common
-from keras_optzoo.backend.torch.hvp import hvp_from
+from keras_optzoo.backend.torch.hvp import Oracle
 
 
 # `fit` runs this step eagerly, so refreshes are decided on the host.
 HOST_STEPS = True
 
+
 def train_step(model, data, curvature):
     """Keras's torch train step; on refresh steps (decided from the
-    optimizer's host-side step count, so no device read) the gradient is
-    built with `create_graph=True` and `curvature.compute(...)` is written
-    into the optimizer's curvature slots before the update."""
+    optimizer's host-side step count, so no device read) the gradient comes
+    from an `Oracle` over the same forward pass and `curvature.compute(...)`
+    is written into the optimizer's curvature slots before the update."""
     outer, opt = _common.optimizers_of(model)
     x, y, sample_weight = _common.unpack(data)
+    step = opt.host_step()
+    refresh = curvature.always or opt.is_refresh(step)
+    # The state the forward pass starts from, for `loss_at` (Newton's damping).
+    before = None
+    if refresh and "loss_at" in curvature.needs:
+        before = [v.value.clone() for v in model.non_trainable_variables]
     y_pred = model(x, training=True)
     model.zero_grad()
     loss = compat.compute_loss(model, x, y, y_pred, sample_weight)
@@ -26,20 +33,19 @@ def train_step(model, data, curvature):
     if not outer.built:
         outer.build(variables)
     params = [v.value for v in variables]
-    step = opt.host_step()
-    if opt.is_refresh(step):
+    if refresh:
         # The curvature is that of the unscaled loss, as on TensorFlow and JAX
         # (a float16 HVP of the scaled loss overflows); the gradients handed
         # to the optimizer are scaled back, for it (or its LossScaleOptimizer)
         # to unscale.
-        graph_grads = torch.autograd.grad(loss, params, create_graph=True)
-        grads = [g.detach() for g in graph_grads]
+        oracle = Oracle(model, (x, y, sample_weight), before, loss, y_pred, params, curvature.needs)
         slots = opt.curvature_slots()
-        new = curvature.compute(hvp_from(graph_grads, params), grads, variables, step, [s.value for s in slots])
+        new = curvature.compute(oracle, step, [s.value for s in slots])
         with torch.no_grad():
             for slot, value in zip(slots, new):
                 slot.assign(value.detach())
-        del graph_grads
+        grads = oracle.grads
+        del oracle
         if _common.scales_loss(outer):
             scale = float(outer.scale_loss(1.0))
             grads = [g * scale for g in grads]

@@ -1,0 +1,90 @@
+"""The sweep behind the second-order optimizers' defaults (docs/defaults.md).
+
+    KERAS_BACKEND=jax python benchmarks/defaults_sweep.py [--images 2000] [--epochs 3]
+
+Trains each candidate setting on real MNIST (the embedded 8,000-image split,
+the first `--images`), batch 64, for `--epochs` epochs, on two models: the
+MLP 784-500-10 with a ReLU hidden layer (`tasks.mnist.mlp("relu")`) and the
+small CNN (`tasks.mnist.cnn()`, Conv2D-BatchNorm-Pool twice, Dense), from
+the same initial weights (seed 0), and prints the final training loss and
+accuracy of each next to `keras.optimizers.Adam()`'s, as a Markdown table.
+A default is acceptable when its loss is no higher than Adam's on both
+models (Newton: never diverges, >= 85 % training accuracy on both).
+"""
+
+import argparse
+import math
+import time
+
+import keras
+
+import keras_optzoo as kz
+from keras_optzoo.tasks import mnist
+
+CANDIDATES = {
+    "Adam()": lambda: keras.optimizers.Adam(),
+    "Hybrid(lr=1e-3)": lambda: kz.Hybrid(1e-3),
+    "Hybrid(lr=3e-3)": lambda: kz.Hybrid(3e-3),
+    "Hybrid(lr=1e-2)": lambda: kz.Hybrid(1e-2),
+    "Hybrid(lr=3e-2)": lambda: kz.Hybrid(3e-2),
+    "Hybrid(lr=5e-2)": lambda: kz.Hybrid(5e-2),
+    "Hybrid(lr=1e-1)": lambda: kz.Hybrid(1e-1),
+    "Hybrid(lr=3e-2, beta_3=0.999)": lambda: kz.Hybrid(3e-2, beta_3=0.999),
+    "AdaHessian(lr=0.1, epsilon=1e-2)": lambda: kz.AdaHessian(0.1, epsilon=1e-2),
+    "AdaHessian(lr=0.05, epsilon=1e-2)": lambda: kz.AdaHessian(0.05, epsilon=1e-2),
+    "AdaHessian(lr=0.15)": lambda: kz.AdaHessian(0.15),
+    "AdaHessian(lr=0.05)": lambda: kz.AdaHessian(0.05),
+    "AdaHessian(lr=0.02)": lambda: kz.AdaHessian(0.02),
+    "AdaHessian(lr=0.01)": lambda: kz.AdaHessian(0.01),
+    "SophiaH(lr=1e-3)": lambda: kz.SophiaH(1e-3),
+    "SophiaH(lr=3e-3)": lambda: kz.SophiaH(3e-3),
+    "SophiaH(lr=1e-3, gamma=0.05)": lambda: kz.SophiaH(1e-3, gamma=0.05),
+    "SophiaH(lr=2e-3, gamma=0.05)": lambda: kz.SophiaH(2e-3, gamma=0.05),
+    "SophiaH(lr=1e-3, k=1)": lambda: kz.SophiaH(1e-3, hessian_update_interval=1),
+    "SophiaG(lr=2e-3)": lambda: kz.SophiaG(2e-3),
+    "SophiaG(lr=1e-3, gamma=0.2)": lambda: kz.SophiaG(1e-3, gamma=0.2),
+    "SophiaG(lr=1e-3)": lambda: kz.SophiaG(1e-3),
+    "SophiaG(lr=3e-3)": lambda: kz.SophiaG(3e-3),
+    "Newton(damping=0.1)": lambda: kz.Newton(damping=0.1),
+    "Newton(damping=1)": lambda: kz.Newton(damping=1.0),
+    "Newton(method='cg', damping=1)": lambda: kz.Newton(method="cg", damping=1.0),
+    "Newton(method='cg', curvature='ggn', damping=1)": lambda: kz.Newton(method="cg", curvature="ggn", damping=1.0),
+}
+MODELS = {"MLP": lambda: mnist.mlp("relu"), "CNN": mnist.cnn}
+
+
+def train(make_model, make_optimizer, x, y, epochs):
+    keras.utils.set_random_seed(0)
+    model = kz.with_curvature(make_model())
+    model.compile(optimizer=make_optimizer(), loss=mnist.LOSS, metrics=["accuracy"])
+    start = time.perf_counter()
+    history = model.fit(x, y, batch_size=64, epochs=epochs, shuffle=True, verbose=0).history
+    return history["loss"][-1], history["accuracy"][-1], time.perf_counter() - start
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--only", default="", help="comma-separated substrings of candidate names")
+    args = parser.parse_args(argv)
+    (x, y), _ = mnist.load_embedded()
+    x, y = x[: args.images], y[: args.images]
+    names = [n for n in CANDIDATES if not args.only or n == "Adam()" or any(s in n for s in args.only.split(","))]
+    print(f"backend {keras.backend.backend()}, {len(x)} images, {args.epochs} epochs, batch 64")
+    print("| setting | " + " | ".join(f"{m} loss | {m} acc." for m in MODELS) + " |")
+    print("|---|" + "---|---|" * len(MODELS))
+    adam = {}
+    for name in names:
+        cells = []
+        for model_name, make_model in MODELS.items():
+            loss, acc, _ = train(make_model, CANDIDATES[name], x, y, args.epochs)
+            adam.setdefault(model_name, loss)
+            mark = "" if not math.isfinite(loss) or loss > adam[model_name] else " *"
+            cells.append(f"{loss:.3f}{mark} | {100 * acc:.1f} %")
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+    print("\n* = training loss no higher than Adam()'s on that model")
+
+
+if __name__ == "__main__":
+    main()
