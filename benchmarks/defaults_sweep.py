@@ -32,6 +32,13 @@ CANDIDATES = {
     "Hybrid(lr=3e-2, beta_3=0.999)": lambda: kz.Hybrid(3e-2, beta_3=0.999),
     "AdaHessian(lr=0.1, epsilon=1e-2)": lambda: kz.AdaHessian(0.1, epsilon=1e-2),
     "AdaHessian(lr=0.05, epsilon=1e-2)": lambda: kz.AdaHessian(0.05, epsilon=1e-2),
+    "Hybrid(lr=5e-2, beta_3=0.9)": lambda: kz.Hybrid(5e-2, beta_3=0.9),
+    "Hybrid(lr=7e-2)": lambda: kz.Hybrid(7e-2),
+    "AdaHessian(lr=0.03, epsilon=1e-3)": lambda: kz.AdaHessian(0.03, epsilon=1e-3),
+    "AdaHessian(lr=0.05, epsilon=1e-3)": lambda: kz.AdaHessian(0.05, epsilon=1e-3),
+    "AdaHessian(lr=0.1, epsilon=0.1)": lambda: kz.AdaHessian(0.1, epsilon=0.1),
+    "AdaHessian(lr=0.02, hessian_power=0.5)": lambda: kz.AdaHessian(0.02, hessian_power=0.5),
+    "AdaHessian(lr=0.01, hessian_power=0.5)": lambda: kz.AdaHessian(0.01, hessian_power=0.5),
     "AdaHessian(lr=0.15)": lambda: kz.AdaHessian(0.15),
     "AdaHessian(lr=0.05)": lambda: kz.AdaHessian(0.05),
     "AdaHessian(lr=0.02)": lambda: kz.AdaHessian(0.02),
@@ -41,6 +48,7 @@ CANDIDATES = {
     "SophiaH(lr=1e-3, gamma=0.05)": lambda: kz.SophiaH(1e-3, gamma=0.05),
     "SophiaH(lr=2e-3, gamma=0.05)": lambda: kz.SophiaH(2e-3, gamma=0.05),
     "SophiaH(lr=1e-3, k=1)": lambda: kz.SophiaH(1e-3, hessian_update_interval=1),
+    "SophiaH(lr=2e-3, gamma=0.1)": lambda: kz.SophiaH(2e-3, gamma=0.1),
     "SophiaG(lr=2e-3)": lambda: kz.SophiaG(2e-3),
     "SophiaG(lr=1e-3, gamma=0.2)": lambda: kz.SophiaG(1e-3, gamma=0.2),
     "SophiaG(lr=1e-3)": lambda: kz.SophiaG(1e-3),
@@ -50,6 +58,12 @@ CANDIDATES = {
     "Newton(method='cg', damping=1)": lambda: kz.Newton(method="cg", damping=1.0),
     "Newton(method='cg', curvature='ggn', damping=1)": lambda: kz.Newton(method="cg", curvature="ggn", damping=1.0),
 }
+# The shipped defaults, as a user meets them: no arguments.
+DEFAULTS = {
+    "Adam()": lambda: keras.optimizers.Adam(),
+    "Hybrid()": kz.Hybrid, "AdaHessian()": kz.AdaHessian, "SophiaH()": kz.SophiaH, "SophiaG()": kz.SophiaG,
+    "Newton()": kz.Newton, "Newton(method='cg')": lambda: kz.Newton(method="cg"),
+}  # fmt: skip
 MODELS = {"MLP": lambda: mnist.mlp("relu"), "CNN": mnist.cnn}
 
 
@@ -67,10 +81,12 @@ def main(argv=None):
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--only", default="", help="comma-separated substrings of candidate names")
+    parser.add_argument("--defaults", action="store_true", help="only the shipped defaults (no arguments) and Adam()")
     args = parser.parse_args(argv)
+    candidates = DEFAULTS if args.defaults else CANDIDATES
     (x, y), _ = mnist.load_embedded()
     x, y = x[: args.images], y[: args.images]
-    names = [n for n in CANDIDATES if not args.only or n == "Adam()" or any(s in n for s in args.only.split(","))]
+    names = [n for n in candidates if not args.only or n == "Adam()" or any(s in n for s in args.only.split(","))]
     print(f"backend {keras.backend.backend()}, {len(x)} images, {args.epochs} epochs, batch 64")
     print("| setting | " + " | ".join(f"{m} loss | {m} acc." for m in MODELS) + " |")
     print("|---|" + "---|---|" * len(MODELS))
@@ -78,7 +94,7 @@ def main(argv=None):
     for name in names:
         cells = []
         for model_name, make_model in MODELS.items():
-            loss, acc, _ = train(make_model, CANDIDATES[name], x, y, args.epochs)
+            loss, acc, _ = train(make_model, candidates[name], x, y, args.epochs)
             adam.setdefault(model_name, loss)
             mark = "" if not math.isfinite(loss) or loss > adam[model_name] else " *"
             cells.append(f"{loss:.3f}{mark} | {100 * acc:.1f} %")

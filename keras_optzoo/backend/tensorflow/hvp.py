@@ -51,6 +51,13 @@ class Oracle:
         self._model, self._data, self._non_trainable = model, data, non_trainable
         self._tape = None
 
+    def reuse(self, tape, variables, grads, outputs):
+        """Takes the derivatives from the step's own pass instead: `tape`, a
+        persistent tape that recorded the forward pass and the gradient
+        `grads` (for a step that refreshes unconditionally: no second pass)."""
+        self._tape, self._values, self._grads, self._outputs = tape, variables, grads, outputs
+        return self
+
     def _record(self):
         if self._tape is None:
             self._values = [tf.convert_to_tensor(v.value) for v in self._model.trainable_variables]

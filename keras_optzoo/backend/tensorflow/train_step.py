@@ -1,10 +1,17 @@
 """TensorFlow: the train step of `with_curvature` models."""
 
+import contextlib
+
 import tensorflow as tf
 
 from keras_optzoo import _keras_compat as compat
 from keras_optzoo.backend import _common
 from keras_optzoo.backend.tensorflow.hvp import Oracle, dense
+
+
+@contextlib.contextmanager
+def _nothing():
+    yield None
 
 
 def _replica_sum(tensors):
@@ -27,18 +34,24 @@ def train_step(model, data, curvature):
     # The state the forward pass starts from (dropout seeds, moving
     # statistics), read before it: the oracle's re-evaluation starts there too.
     before = [tf.identity(v.value) for v in model.non_trainable_variables]
-    with tf.control_dependencies(before):
+    context = tf.distribute.get_replica_context()
+    distributed = context is not None and context.num_replicas_in_sync > 1
+    # A step that refreshes every time (interval 1, Newton) takes its HVPs
+    # from this pass, recorded by a persistent tape (not under a loss scale,
+    # whose scaled second derivatives overflow in float16).
+    reuse = curvature.always and not distributed and not _common.scales_loss(outer)
+    with tf.control_dependencies(before), (tf.GradientTape(persistent=True) if reuse else _nothing()) as second:
         with tf.GradientTape() as tape:
             y_pred = model(x, training=True)
             loss = compat.compute_loss(model, x, y, y_pred, sample_weight)
             compat.track_loss(model, loss, x)
             scaled = outer.scale_loss(loss)
-    variables = model.trainable_weights  # after the forward pass, which builds a subclassed model
-    if not outer.built:
-        outer.build(variables)
-    # Dense gradients: the second-order updates (and their HVPs) are dense,
-    # so an Embedding's IndexedSlices gradient becomes a dense tensor here.
-    grads = [dense(g) for g in tape.gradient(scaled, variables)]
+        variables = model.trainable_weights  # after the forward pass, which builds a subclassed model
+        if not outer.built:
+            outer.build(variables)
+        # Dense gradients: the second-order updates (and their HVPs) are dense,
+        # so an Embedding's IndexedSlices gradient becomes a dense tensor here.
+        grads = [dense(g) for g in tape.gradient(scaled, variables)]
     slots = opt.curvature_slots()
     # The curvature comes from the unscaled loss (the HVP of the loss itself).
     curvature_grads = _common.unscaled(outer, grads, lambda: outer.scale_loss(tf.ones((), grads[0].dtype)))
@@ -46,9 +59,9 @@ def train_step(model, data, curvature):
     # scales each replica's loss by 1 / replicas: the global HVP (and
     # gradient) is the sum over replicas, which keeps the Hutchinson
     # estimates and the CG solve equal to single-device training.
-    context = tf.distribute.get_replica_context()
-    distributed = context is not None and context.num_replicas_in_sync > 1
     oracle = Oracle(model, (x, y, sample_weight), before, curvature_grads, loss)
+    if reuse:
+        oracle.reuse(second, [v.value for v in variables], grads, y_pred)
     new = curvature(oracle, opt.iterations, [s.value for s in slots], replica_sum=_replica_sum if distributed else None)
     for slot, value in zip(slots, new):
         slot.assign(value)
