@@ -141,8 +141,8 @@ def test_large_variables_run_in_groups_and_match():
 
     from keras_optzoo.backend.torch import kernels
 
-    shapes = [(520, 510), (7,), (300, 900), (3,)]
-    assert kernels._groups([torch.zeros(s) for s in shapes]) == [[0], [1, 2], [3]]
+    shapes = [(520, 510), (7,), (300, 900), (3,), (600, 500), (5,)]
+    assert kernels._groups([torch.zeros(s) for s in shapes]) == [[0], [1, 2], [3, 4, 5]]
     init, grads = random_problem(3, seed=10, shapes=shapes)
     _, curvatures = random_problem(3, seed=11, shapes=shapes)
     assert_all_close(run(kz.RMSprop(0.01), init, grads), run(kz.RMSprop(0.01, fused=False), init, grads))

@@ -51,7 +51,7 @@ def _slots(optimizer, name, variables):
 # with one `_foreach` call over all variables. So on CPU the ops run on
 # groups of consecutive variables of about _GROUP_ELEMENTS elements (large
 # tensors alone, small ones batched, which keeps the per-call overhead of
-# models with many small variables); on an accelerator on all at once.
+# models with many small variables low); on an accelerator all at once.
 _GROUP_ELEMENTS = 1 << 18
 
 
@@ -66,7 +66,9 @@ def _groups(params):
         if size >= _GROUP_ELEMENTS:
             groups.append(current)
             current, size = [], 0
-    if current:
+    if current and groups and size < _GROUP_ELEMENTS // 4:
+        groups[-1] += current  # a small remainder rides with the last group (one call fewer per op)
+    elif current:
         groups.append(current)
     return groups
 
@@ -180,6 +182,14 @@ def _f32(x):
     return float(np.float32(x))
 
 
+def _device_lr(learning_rate, device):
+    """`_lr`, reading a constant learning rate's variable as its tensor, so
+    that on an accelerator it stays there (float() of it would sync)."""
+    if isinstance(learning_rate, keras.Variable):
+        learning_rate = learning_rate.value
+    return _lr(learning_rate, device)
+
+
 def _schedule(optimizer):
     """(refresh, t, r): whether this step refreshes the curvature EMA, the
     1-based step and the number of refreshes so far, all host-side."""
@@ -221,7 +231,7 @@ def _hybrid(optimizer, hp, variables, params, grads, lr):
     refresh, t, r = _schedule(optimizer)
     b1, b2, b3, eps, l2 = hp["beta_1"], hp["beta_2"], hp["beta_3"], hp["epsilon"], hp["l2"]
     c1, c2, c3 = _correction(b1, t), _correction(b2, t), _correction(b3, r)
-    scale = _lr(lr, params[0].device) * (math.sqrt(c2) / c1)
+    scale = _device_lr(lr, params[0].device) * (math.sqrt(c2) / c1)
 
     def body(params, grads, curvature, m, v, h):
         if l2:
@@ -264,7 +274,7 @@ def _adahessian(optimizer, hp, variables, params, grads, lr):
     refresh, t, r = _schedule(optimizer)
     b1, b2, eps, power = hp["beta_1"], hp["beta_2"], hp["epsilon"], hp["hessian_power"]
     c1, c2 = _correction(b1, t), _correction(b2, r)
-    lr = _lr(lr, params[0].device)
+    lr = _device_lr(lr, params[0].device)
     scale = lr * (math.sqrt(c2) / c1) if power == 1.0 else lr / c1
 
     def body(params, grads, curvature, m, v):
@@ -294,7 +304,7 @@ def _sophia(optimizer, hp, variables, params, grads, lr):
     EMA of D on refreshes only."""
     refresh, _, _ = _schedule(optimizer)
     b1, b2, gamma, eps = hp["beta_1"], hp["beta_2"], hp["gamma"], hp["epsilon"]
-    lr = _lr(lr, params[0].device)
+    lr = _device_lr(lr, params[0].device)
 
     def body(params, grads, curvature, m, h):
         torch._foreach_lerp_(m, grads, 1.0 - b1)
