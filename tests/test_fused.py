@@ -139,7 +139,7 @@ def test_large_variables_run_in_groups_and_match():
     (large ones alone): several groups give the numbers of the reference."""
     import torch
 
-    from keras_optzoo.backend.torch import kernels
+    from keras_optzoo.backend.torch import kernels_foreach as kernels
 
     shapes = [(520, 510), (7,), (300, 900), (3,), (600, 500), (5,)]
     assert kernels._groups([torch.zeros(s) for s in shapes]) == [[0], [1, 2], [3, 4, 5]]
@@ -158,7 +158,7 @@ def test_device_tensor_learning_rate_path():
     here on CPU tensors)."""
     import torch
 
-    from keras_optzoo.backend.torch import kernels
+    from keras_optzoo.backend.torch import kernels_foreach as kernels
 
     rng = np.random.default_rng(12)
     make = lambda: [torch.tensor(rng.standard_normal(s).astype("float32")) for s in CONV_SHAPES]  # noqa: E731
