@@ -1,120 +1,378 @@
-"""Step time of the second-order optimizers relative to Adam on the MNIST MLP.
+"""Whole-training-step cost of the second-order optimizers relative to Adam (issue 14).
 
-    python benchmarks/second_order_cost.py [--backends tensorflow,jax,torch] [--out docs/second_order_cost.md]
+    python benchmarks/second_order_cost.py [--backends tensorflow,jax,torch] [--models mlp,cnn]
+                                           [--sizes 2048,8192] [--rounds 5] [--quick]
+                                           [--out docs/second_order_cost.md]
 
-Each backend runs in its own process. Model: seed 001's MLP 784-500-10 (ReLU
-hidden layer), batch 64, embedded MNIST. Time per step = wall time of an epoch
-of 50 steps divided by 50 (so a refresh every 10 steps is amortised), median of
-8 epochs after a warm-up epoch (compilation). Ratios are against Adam measured
-in the same process.
+Each backend runs in its own process (Keras fixes its backend at import); in
+that process every case (optimizer x `hessian_update_interval`) gets its own
+model, all built from the same seed, and is timed round-robin: one warm-up
+`fit` epoch per case (compilation), then `--rounds` rounds of one `fit` epoch
+per case, the order of the cases rotated each round, so that the machine's
+drift lands on every case alike. Reported per (model, number of images):
+milliseconds per step = median epoch time / steps per epoch (a whole epoch,
+so a refresh every 10 steps is amortised and `fit`'s own per-step overhead
+is included), and the ratio to Adam's median in the same process; the
+spread column is the range of the per-round ratios (case / Adam in the same
+round). The CPU columns are the same with the process's CPU time
+(`time.process_time`, all its threads) in place of wall time: on a shared
+machine they leave out the time spent waiting for a core, so with
+`--threads 1` they are the steadier measure of the work itself (they also
+leave out time the process sleeps, e.g. waiting for a GPU).
+
+Models: seed 001's MLP 784-500-10 with the paper's linear hidden layer
+(`mnist.mlp()`, 397,510 parameters) and `mnist.cnn()` (Conv2D-BatchNorm-Pool
+twice, Dense 64, Dense 10; 56k parameters); embedded MNIST images, batch 64,
+one Hutchinson probe.
+
+Memory: the peak extra memory of one refresh step (iterations a multiple of
+the interval), in bytes per byte of trainable parameters, beyond what is
+resident before the step (weights, optimizer state, curvature slots). Adam's
+row gives the step's own baseline (gradients, activations). How:
+
+- torch, CPU: the torch profiler's memory accounting (`profile_memory=True`):
+  every tensor allocation and free of one `train_on_batch`, summed in time
+  order, maximum of the running sum. GPU: `torch.cuda.max_memory_allocated`
+  after `reset_peak_memory_stats`, minus the memory allocated before.
+- TensorFlow: `tf.config.experimental.get_memory_info(device)["peak"]` after
+  `reset_memory_stats`, minus `"current"` before one `train_on_batch` (the
+  allocator's own counters; CPU and GPU).
+- JAX: XLA's buffer assignment of the compiled train step,
+  `jax.jit(model.train_step, donate_argnums=0).lower(state, batch).compile()
+  .memory_analysis()`: temporaries plus outputs not aliased to the donated
+  state. With the refresh inside `lax.cond` this is the larger branch.
+
+Limits: allocator-level counts, not the process's RSS (torch's CPU count
+sees tensors only, not oneDNN scratch or Python objects; TensorFlow's CPU
+counter is its default allocator's); JAX's number is XLA's plan, which the
+runtime follows on CPU and GPU but which leaves out the runtime's own pools.
+Numbers are comparable within a backend (rows against Adam), less so across.
+
+Targets (issue 14): at interval 10 every second-order step <= 1.1x Adam's;
+at interval 1 <= 2.0x. The verdict line per backend says "met" only if
+every (model, size, optimizer) cell meets its target in this run (wall
+time; the same verdict on CPU time follows it).
 """
 
 import argparse
 import json
 import os
+import platform
+import statistics
 import subprocess
 import sys
 import time
 
+BATCH = 64
+ADAM = "Adam"
+# (label, optimizer family, interval, constructor expression).
 CASES = [
-    ("Adam", "kz.Adam(1e-3)"),
-    ("Hybrid k=1", "kz.Hybrid(1e-3, hessian_update_interval=1)"),
-    ("Hybrid k=10", "kz.Hybrid(1e-3, hessian_update_interval=10)"),
-    ("SophiaH k=1", "kz.SophiaH(1e-3, hessian_update_interval=1)"),
-    ("SophiaH k=10", "kz.SophiaH(1e-3, hessian_update_interval=10)"),
-    ("AdaHessian k=1", "kz.AdaHessian(0.02)"),
-    ("Newton-CG (5 CG steps)", "kz.Newton(0.3, method='cg', damping=1.0, cg_iterations=5)"),
+    (ADAM, "Adam", None, "kz.Adam(1e-3)"),
+    ("Hybrid k=1", "Hybrid", 1, "kz.Hybrid(1e-3, hessian_update_interval=1)"),
+    ("Hybrid k=10", "Hybrid", 10, "kz.Hybrid(1e-3, hessian_update_interval=10)"),
+    ("AdaHessian k=1", "AdaHessian", 1, "kz.AdaHessian(0.02, hessian_update_interval=1)"),
+    ("AdaHessian k=10", "AdaHessian", 10, "kz.AdaHessian(0.02, hessian_update_interval=10)"),
+    ("SophiaH k=1", "SophiaH", 1, "kz.SophiaH(1e-3, hessian_update_interval=1)"),
+    ("SophiaH k=10", "SophiaH", 10, "kz.SophiaH(1e-3, hessian_update_interval=10)"),
+    ("SophiaG k=1", "SophiaG", 1, "kz.SophiaG(1e-3, hessian_update_interval=1)"),
+    ("SophiaG k=10", "SophiaG", 10, "kz.SophiaG(1e-3, hessian_update_interval=10)"),
 ]
-STEPS, BATCH = 50, 64
+TARGETS = {1: 2.0, 10: 1.1}
+MODELS = ("mlp", "cnn")
 
 
-def measure():
-    import numpy as np
-
+# --------------------------------------------------------------------------
+# Child: one backend.
+def build(model_name, expr):
     import keras
+
     import keras_optzoo as kz  # noqa: F401  (used by the CASES expressions)
     from keras_optzoo.tasks import mnist
 
-    (x, y), _ = mnist.load_embedded()
-    x, y = x[: STEPS * BATCH], y[: STEPS * BATCH]
-    results = {}
-    for label, expr in CASES:
-        keras.utils.set_random_seed(0)
-        model = mnist.mlp(hidden_activation="relu")
-        opt = eval(expr)
-        if isinstance(opt, kz.optimizers.SECOND_ORDER):
-            model = kz.with_curvature(model)
-        model.compile(optimizer=opt, loss=mnist.LOSS)
-        times = []
-
-        class Timer(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                self.start = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                times.append((time.perf_counter() - self.start) / STEPS)
-
-        model.fit(x, y, batch_size=BATCH, epochs=9, shuffle=False, verbose=0, callbacks=[Timer()])
-        results[label] = float(np.median(times[1:]))
-    # One CurvatureLogger call (k=1, 20 Lanczos HVPs, 10 Hutchinson probes, 256 images).
-    logger = kz.callbacks.CurvatureLogger(x[:256], y[:256], k=1, num_probes=10, lanczos_iterations=20)
-    logger.set_model(model)
-    logger.measure()  # warm-up (compilation)
-    calls = []
-    for _ in range(3):
-        start = time.perf_counter()
-        logger.measure()
-        calls.append(time.perf_counter() - start)
-    return {"backend": keras.backend.backend(), "step_s": results, "logger_s": float(np.median(calls))}
+    keras.utils.set_random_seed(0)
+    model = mnist.mlp() if model_name == "mlp" else mnist.cnn()
+    opt = eval(expr)
+    if isinstance(opt, kz.optimizers.SECOND_ORDER):
+        model = kz.with_curvature(model)
+    model.compile(optimizer=opt, loss=mnist.LOSS)
+    return model
 
 
-def main():
+def param_bytes(model):
+    import numpy as np
+
+    return sum(int(np.prod(v.shape)) * 4 for v in model.trainable_variables)
+
+
+def to_refresh_step(model, x, y, interval):
+    """train_on_batch until the next step is a refresh (iterations % interval == 0)."""
+    import keras
+
+    while int(keras.ops.convert_to_numpy(model.optimizer.iterations)) % (interval or 1):
+        model.train_on_batch(x, y)
+
+
+def peak_torch(model, x, y):
+    import numpy as np
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        model.train_on_batch(x, y)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    from torch._C._profiler import _EventType
+
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        model.train_on_batch(x, y)
+    sizes, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        if node.typed[0] == _EventType.Allocation:
+            sizes.append((node.start_time_ns, node.typed[1].alloc_size))
+    sizes.sort()
+    return int(max(0, np.cumsum([s for _, s in sizes]).max())) if sizes else None
+
+
+def peak_tensorflow(model, x, y):
+    import tensorflow as tf
+
+    device = "GPU:0" if tf.config.list_physical_devices("GPU") else "CPU:0"
+    try:
+        tf.config.experimental.reset_memory_stats(device)
+        before = tf.config.experimental.get_memory_info(device)["current"]
+        model.train_on_batch(x, y)
+        return tf.config.experimental.get_memory_info(device)["peak"] - before
+    except (ValueError, RuntimeError):
+        return None  # the allocator keeps no statistics
+
+
+def peak_jax(model, x, y):
+    import jax
+
+    model.train_on_batch(x, y)  # builds everything the train step reads
+    state = model._get_jax_state(  # Keras 3.15: the (trainable, non-trainable, optimizer, metrics) values
+        trainable_variables=True, non_trainable_variables=True, optimizer_variables=True, metrics_variables=True,
+        purge_model_variables=False,
+    )  # fmt: skip
+    compiled = jax.jit(model.train_step, donate_argnums=0).lower(state, (x, y)).compile()
+    m = compiled.memory_analysis()
+    if m is None:
+        return None
+    return m.temp_size_in_bytes + max(0, m.output_size_in_bytes - m.alias_size_in_bytes)
+
+
+def measure(args):
+    import keras
+    import numpy as np
+
+    import keras_optzoo as kz
+    from keras_optzoo.tasks import mnist
+
+    backend = keras.backend.backend()
+    cases = [c for c in CASES if c[1] in ("Adam", "Hybrid", "AdaHessian", "SophiaH") or hasattr(kz, c[1])]
+    (x_all, y_all), _ = mnist.load_embedded()
+    peak = {"torch": peak_torch, "tensorflow": peak_tensorflow, "jax": peak_jax}[backend]
+    out = []
+    for model_name in args.models:
+        for size in args.sizes:
+            x, y = x_all[:size], y_all[:size]
+            steps = -(-size // BATCH)
+            models = {label: build(model_name, expr) for label, _, _, expr in cases}
+            for model in models.values():  # warm-up: compilation, first-time allocations
+                model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+            times = {label: [] for label in models}
+            cpu = {label: [] for label in models}
+            labels = list(models)
+            for r in range(args.rounds):
+                order = labels[r % len(labels):] + labels[: r % len(labels)]
+                for label in order:
+                    start, start_cpu = time.perf_counter(), time.process_time()
+                    models[label].fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+                    times[label].append(time.perf_counter() - start)
+                    cpu[label].append(time.process_time() - start_cpu)
+            memory = {}
+            if size == args.sizes[0]:  # memory does not depend on the data size
+                xb, yb = x[:BATCH], y[:BATCH]
+                for label, _, interval, _ in cases:
+                    to_refresh_step(models[label], xb, yb, interval)
+                    extra = peak(models[label], xb, yb)
+                    memory[label] = None if extra is None else extra / param_bytes(models[label])
+            for label, family, interval, _ in cases:
+                out.append({
+                    "model": model_name, "images": size, "steps": steps, "label": label, "family": family,
+                    "interval": interval, "ms": 1000 * statistics.median(times[label]) / steps,
+                    "ratio": statistics.median(times[label]) / statistics.median(times[ADAM]),
+                    "spread": [min(a / b for a, b in zip(times[label], times[ADAM])),
+                               max(a / b for a, b in zip(times[label], times[ADAM]))],
+                    "cpu_ms": 1000 * statistics.median(cpu[label]) / steps,
+                    "cpu_ratio": statistics.median(cpu[label]) / statistics.median(cpu[ADAM]),
+                    "memory": memory.get(label),
+                    "params": param_bytes(models[label]) // 4,
+                })  # fmt: skip
+            del models
+            keras.backend.clear_session()
+    return {
+        "backend": backend, "device": device_kind(backend), "rows": out, "versions": versions(backend),
+        "threads": args.threads or "default",
+    }  # fmt: skip
+
+
+def device_kind(backend):
+    if backend == "jax":
+        import jax
+
+        return jax.devices()[0].platform
+    if backend == "torch":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    import tensorflow as tf
+
+    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
+def versions(backend):
+    import keras
+
+    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]
+    return {"keras": keras.__version__, module: __import__(module).__version__}
+
+
+# --------------------------------------------------------------------------
+# Parent: run the children and write the report.
+def verdict(rows, key="ratio"):
+    """'met' / 'NOT met' per target interval, with the worst cell."""
+    rows = [dict(r, ratio=r[key]) for r in rows if r.get(key) is not None]
+    parts = []
+    for interval, target in sorted(TARGETS.items(), reverse=True):
+        cells = [r for r in rows if r["interval"] == interval]
+        if not cells:
+            continue
+        worst = max(cells, key=lambda r: r["ratio"])
+        ok = worst["ratio"] <= target
+        parts.append(
+            f"interval {interval} <= {target}x Adam: {'met' if ok else 'NOT met'} "
+            f"(worst {worst['ratio']:.2f}x, {worst['label']}, {worst['model']}, {worst['images']} images"
+            + ("" if ok else f"; {sum(r['ratio'] > target for r in cells)} of {len(cells)} cells over") + ")"
+        )
+    return "; ".join(parts)
+
+
+def fmt(x, digits=2):
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def section(res, command):
+    backend = res["backend"]
+    versions_text = ", ".join(f"{k} {v}" for k, v in res["versions"].items())
+    lines = [
+        f"<!-- backend:{backend}:start -->",
+        f"## {backend} on {res['device'].upper()} ({versions_text})",
+        "",
+        f"`{command}`, {res.get('date', '')}, {platform.machine()}, {os.cpu_count()} cores, "
+        f"threads: {res.get('threads', 'default')}.",
+        "",
+        f"**Verdict ({backend}, wall time):** {verdict(res['rows'])}.",
+        "",
+        f"Verdict ({backend}, CPU time): {verdict(res['rows'], 'cpu_ratio')}.",
+        "",
+        "| model | images | optimizer | ms/step | x Adam | per-round range | CPU ms/step | CPU x Adam "
+        "| peak extra B/param B (refresh step) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in res["rows"]:
+        lines.append(
+            f"| {r['model']} | {r['images']} | {r['label']} | {r['ms']:.2f} | {r['ratio']:.2f} "
+            f"| {r['spread'][0]:.2f}-{r['spread'][1]:.2f} | {fmt(r.get('cpu_ms'))} | {fmt(r.get('cpu_ratio'))} "
+            f"| {fmt(r['memory'], 1)} |"
+        )
+    lines += ["", f"<!-- backend:{backend}:end -->"]
+    return "\n".join(lines)
+
+
+HEADER = """# Second-order optimizers: whole training step relative to Adam
+
+Generated by `benchmarks/second_order_cost.py` (see its docstring for the
+method: whole `fit` epochs, round-robin in one process per backend, medians,
+ratios to Adam in the same process; memory as bytes per parameter byte).
+Targets (issue 14): at `hessian_update_interval` 10 at most 1.1x Adam's
+step, at interval 1 at most 2.0x. Each backend's section is replaced when
+the script runs that backend; the notes outside the sections are kept.
+"""
+
+
+def write_report(path, results, command):
+    text = open(path).read() if os.path.exists(path) else HEADER
+    if "<!-- backend:" not in text and not text.startswith(HEADER.splitlines()[0]):
+        text = HEADER  # an old, hand-made file: start over
+    for res in results:
+        start, end = f"<!-- backend:{res['backend']}:start -->", f"<!-- backend:{res['backend']}:end -->"
+        new = section(res, command)
+        if start in text and end in text:
+            text = text[: text.index(start)] + new + text[text.index(end) + len(end):]
+        else:
+            marker = "<!-- notes -->"
+            if marker in text:
+                text = text.replace(marker, new + "\n\n" + marker)
+            else:
+                text = text.rstrip("\n") + "\n\n" + new + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default="tensorflow,jax,torch")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--sizes", default=None, help="numbers of training images, comma-separated (2048,8192)")
+    parser.add_argument("--rounds", type=int, default=None, help="timed epochs per case (5)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads per backend (OMP/torch, TensorFlow intra-op, XLA); default: the library's own")
+    parser.add_argument("--quick", action="store_true", help="1,024 images, 3 rounds (a smoke run)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "docs", "second_order_cost.md"))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    quick = ("1024", 3) if args.quick else ("2048,8192", 5)
+    args.sizes = args.sizes or quick[0]
+    args.rounds = args.rounds or quick[1]
+    args.models = [m.strip() for m in args.models.split(",")]
+    if any(m not in MODELS for m in args.models):
+        parser.error(f"--models: choose from {', '.join(MODELS)}")
+    try:
+        args.sizes = [int(s) for s in str(args.sizes).split(",")]
+    except ValueError:
+        parser.error("--sizes: comma-separated integers such as 2048,8192")
+    if any(s < BATCH for s in args.sizes) or args.rounds < 1:
+        parser.error(f"--sizes must be >= {BATCH} and --rounds >= 1")
     if args.child:
-        print("RESULT " + json.dumps(measure()))
+        print("RESULT " + json.dumps(measure(args)))
         return 0
-    rows = []
-    for backend in args.backends.split(","):
+    command = "python benchmarks/second_order_cost.py " + " ".join(a for a in (argv or sys.argv[1:]))
+    results = []
+    for backend in [b.strip() for b in args.backends.split(",")]:
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-        proc = subprocess.run([sys.executable, __file__, "--child"], env=env, capture_output=True, text=True)
-        line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-        if line is None:
-            print(proc.stdout[-3000:], proc.stderr[-3000:])
+        if args.threads:
+            n = str(args.threads)
+            env.update(OMP_NUM_THREADS=n, TF_NUM_INTRAOP_THREADS=n, TF_NUM_INTEROP_THREADS=n)
+            if args.threads == 1:  # XLA's CPU client: no Eigen thread pool
+                env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
+        cmd = [sys.executable, os.path.abspath(__file__), "--child"] + list(argv if argv is not None else sys.argv[1:])
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if proc.returncode != 0 or line is None:
+            sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-5000:])
+            print(f"{backend}: benchmark failed (exit {proc.returncode})", file=sys.stderr)
             return 1
-        rows.append(json.loads(line[len("RESULT "):]))
-    import platform
-
-    lines = [
-        "# Second-order optimizers: step time relative to Adam",
-        "",
-        f"`python benchmarks/second_order_cost.py` on {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores; MNIST MLP 784-500-10 (ReLU, 397,510 parameters), batch {BATCH}, "
-        f"one Hutchinson probe; time per step amortised over {STEPS}-step epochs, median of 8 after warm-up. "
-        "Targets: at most 3x Adam at interval 1, at most 1.3x at interval 10.",
-        "",
-        "| optimizer | " + " | ".join(f"{r['backend']} ms/step | {r['backend']} x Adam" for r in rows) + " |",
-        "|---|" + "---|---|" * len(rows),
-    ]
-    for label, _ in CASES:
-        cells = []
-        for r in rows:
-            t, adam = r["step_s"][label], r["step_s"]["Adam"]
-            cells += [f"{1000 * t:.2f}", f"{t / adam:.2f}"]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "CurvatureLogger, one call on the same MLP (probe batch 256, k=1, 20 Lanczos + 10 Hutchinson HVPs): "
-        + ", ".join(f"{r['backend']} {r['logger_s']:.2f} s" for r in rows)
-        + ". At every=1 per epoch of 938 steps (60k MNIST, batch 64) that is one call per epoch.",
-    ]
-    text = "\n".join(lines) + "\n"
-    with open(args.out, "w") as f:
-        f.write(text)
-    print(text)
+        res = json.loads(line[len("RESULT "):])
+        res["date"] = time.strftime("%Y-%m-%d %H:%M")
+        results.append(res)
+        print(section(res, command.strip()), flush=True)
+    if args.out:
+        write_report(args.out, results, command.strip())
     return 0
 
 

@@ -70,10 +70,131 @@ def test_fused_kernel_is_used(name, make):
     assert (all_at_once, one) == (used == "all", used == "one")
 
 
-def test_no_fused_kernel_for_ema_momentum_and_second_order():
+def test_no_fused_kernel_for_ema_momentum_and_newton():
     assert kz.Momentum(form="ema")._fused_spec() is None
-    for cls in kz.optimizers.SECOND_ORDER:
-        assert cls()._fused_spec() is None
+    assert kz.Newton()._fused_spec() is None
+    assert kz.Newton(method="cg")._fused_spec() is None
+
+
+# Second-order optimizers with a kernel (torch `_foreach`): each case steps
+# through refresh and non-refresh steps (interval 2 or 3 over 7 steps), with
+# the base keywords that act before the kernel (weight_decay, clipnorm).
+SECOND_ORDER_CASES = [
+    ("hybrid-l2", lambda **k: kz.Hybrid(0.05, hessian_update_interval=3, l2=0.01, weight_decay=0.1, clipnorm=1.0, **k)),
+    ("hybrid", lambda **k: kz.Hybrid(SCHEDULE, beta_3=0.9, epsilon=1e-6, **k)),
+    ("adahessian", lambda **k: kz.AdaHessian(0.05, hessian_update_interval=3, clipnorm=0.5, **k)),
+    # lr 0.01: at 0.05 a first step divided by a tiny |D|^0.7 moves weights by
+    # ~5, and the reference's own float32 rounding (1e-6 of that) fails rtol.
+    ("adahessian-power", lambda **k: kz.AdaHessian(
+        keras.optimizers.schedules.ExponentialDecay(0.01, decay_steps=3, decay_rate=0.7),
+        hessian_update_interval=2, hessian_power=0.7, **k)),
+    ("sophiah", lambda **k: kz.SophiaH(0.05, hessian_update_interval=3, gamma=0.5, weight_decay=0.1, **k)),
+]
+if hasattr(kz, "SophiaG"):
+    SECOND_ORDER_CASES.append(("sophiag", lambda **k: kz.SophiaG(0.05, hessian_update_interval=2, gamma=0.5, **k)))
+SECOND_ORDER_IDS = [c[0] for c in SECOND_ORDER_CASES]
+# A scalar, a vector, a matrix and a Conv2D kernel (AdaHessian averages its 3x3 axes).
+CONV_SHAPES = [(), (7,), (5, 3), (3, 3, 2, 4)]
+
+
+def run_second_order(optimizer, init, grads, curvatures):
+    """`set_curvature` then `apply`, step by step (as the train step does);
+    returns variable and slot values as NumPy."""
+    variables = [keras.Variable(v) for v in init]
+    optimizer.build(variables)
+    for step, curvature in zip(grads, curvatures):
+        optimizer.set_curvature(curvature)
+        optimizer.apply([keras.ops.convert_to_tensor(g) for g in step], variables)
+    slots = [v for v in optimizer.variables if len(v.shape) > 0]
+    return [keras.ops.convert_to_numpy(v) for v in variables + slots]
+
+
+@pytest.mark.parametrize("make", [c[1] for c in SECOND_ORDER_CASES], ids=SECOND_ORDER_IDS)
+def test_second_order_fused_equals_reference(make):
+    """The curvature differs every step, so a kernel that folded it into its
+    EMA on a non-refresh step (or skipped a refresh) would differ."""
+    init, grads = random_problem(7, seed=8, shapes=CONV_SHAPES)
+    _, curvatures = random_problem(7, seed=9, shapes=CONV_SHAPES)
+    fused = run_second_order(make(), init, grads, curvatures)
+    reference = run_second_order(make(fused=False), init, grads, curvatures)
+    assert len(fused) == len(reference) >= 3 * len(init)
+    assert_all_close(fused, reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, make", SECOND_ORDER_CASES, ids=SECOND_ORDER_IDS)
+def test_second_order_fused_kernel_is_used(name, make):
+    opt = make()
+    variables = [keras.Variable(np.ones((4, 3), "float32")), keras.Variable(np.ones(3, "float32"))]
+    opt.build(variables)
+    opt.set_curvature([np.ones((4, 3), "float32"), np.ones(3, "float32")])
+    spec = opt._fused_spec()
+    assert spec is not None
+    done = backend.fused_update(opt, spec, [keras.ops.ones((4, 3)), keras.ops.ones(3)], variables, opt.learning_rate)
+    assert done == (BACKEND == "torch")
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the torch kernels' grouping of variables")
+def test_large_variables_run_in_groups_and_match():
+    """On CPU the `_foreach` kernels run on groups of consecutive variables
+    (large ones alone): several groups give the numbers of the reference."""
+    import torch
+
+    from keras_optzoo.backend.torch import kernels_foreach as kernels
+
+    shapes = [(520, 510), (7,), (300, 900), (3,), (600, 500), (5,)]
+    assert kernels._groups([torch.zeros(s) for s in shapes]) == [[0], [1, 2], [3, 4, 5]]
+    init, grads = random_problem(3, seed=10, shapes=shapes)
+    _, curvatures = random_problem(3, seed=11, shapes=shapes)
+    assert_all_close(run(kz.RMSprop(0.01), init, grads), run(kz.RMSprop(0.01, fused=False), init, grads))
+    hybrid = [run_second_order(kz.Hybrid(0.01, hessian_update_interval=2, fused=f), init, grads, curvatures)
+              for f in (True, False)]  # fmt: skip
+    assert_all_close(hybrid[0], hybrid[1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the torch kernels' device-tensor learning-rate path")
+def test_device_tensor_learning_rate_path():
+    """On an accelerator the learning rate stays a device tensor (no host
+    read); the kernels' tensor branch gives the float branch's numbers (run
+    here on CPU tensors)."""
+    import torch
+
+    from keras_optzoo.backend.torch import kernels_foreach as kernels
+
+    rng = np.random.default_rng(12)
+    make = lambda: [torch.tensor(rng.standard_normal(s).astype("float32")) for s in CONV_SHAPES]  # noqa: E731
+    params, num, den = make(), make(), [d.abs() + 0.1 for d in make()]
+    results = []
+    for scale in (0.3, torch.tensor(0.3)):
+        p = [x.clone() for x in params]
+        kernels._scaled_step(p, num, [d.clone() for d in den], scale)
+        kernels._add_scaled(p, num, scale)
+        results.append([x.numpy() for x in p])
+    assert_all_close(results[1], results[0], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="only torch has second-order kernels (the flag changes nothing elsewhere)")
+@pytest.mark.parametrize("name", ["hybrid", "adahessian", "sophiah"])
+def test_second_order_fused_equals_reference_in_fit(name):
+    """`with_curvature` + fit on a Conv2D + Dense model, 8 steps at interval
+    3 (refresh and non-refresh steps), with weight_decay and clipnorm: the
+    same weights with and without the kernels."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 8, 8, 1)).astype("float32")
+    y = rng.integers(0, 3, 32)
+    make = {"hybrid": kz.Hybrid, "adahessian": kz.AdaHessian, "sophiah": kz.SophiaH}[name]
+    weights = []
+    for fused in (True, False):
+        keras.utils.set_random_seed(7)
+        model = keras.Sequential([
+            keras.Input((8, 8, 1)), keras.layers.Conv2D(3, 3, activation="tanh"), keras.layers.Flatten(),
+            keras.layers.Dense(3, activation="softmax"),
+        ])  # fmt: skip
+        opt = make(learning_rate=0.01, hessian_update_interval=3, weight_decay=0.05, clipnorm=1.0, fused=fused)
+        model = kz.with_curvature(model)
+        model.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+        model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+        weights.append([np.asarray(w) for w in model.get_weights()])
+    assert_all_close(weights[0], weights[1], rtol=1e-4, atol=1e-5)
 
 
 def test_fused_flag_round_trips_and_is_validated():

@@ -192,7 +192,8 @@ class OptzooOptimizer(keras.optimizers.Optimizer):
     def _fused_spec(self):
         """(kind, hyperparameters) of the backend kernel that computes this
         update, or None where only the keras.ops code does (the default).
-        Kinds: "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"."""
+        Kinds: "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam";
+        second-order: "hybrid", "adahessian", "sophia"."""
         return None
 
     def _decay_in_kernel(self):

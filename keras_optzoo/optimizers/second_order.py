@@ -331,6 +331,11 @@ class Hybrid(SecondOrderOptimizer):
         self.epsilon = v.positive("epsilon", epsilon)
         self.l2 = v.non_negative("l2", l2)
 
+    def _fused_spec(self):
+        return "hybrid", {
+            "beta_1": self.beta_1, "beta_2": self.beta_2, "beta_3": self.beta_3, "epsilon": self.epsilon, "l2": self.l2,
+        }  # fmt: skip
+
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
@@ -392,6 +397,10 @@ class AdaHessian(SecondOrderOptimizer):
         self.epsilon = v.positive("epsilon", epsilon)
         self.hessian_power = v.number("hessian_power", hessian_power, low=0.0, high=1.0, low_open=True)
 
+    def _fused_spec(self):
+        hp = {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
+        return "adahessian", dict(hp, hessian_power=self.hessian_power)
+
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
@@ -440,6 +449,9 @@ class SophiaH(SecondOrderOptimizer):
         self.beta_1, self.beta_2 = v.unit_interval("beta_1", beta_1), v.unit_interval("beta_2", beta_2)
         self.gamma = v.positive("gamma", gamma)
         self.epsilon = v.positive("epsilon", epsilon)
+
+    def _fused_spec(self):
+        return "sophia", {"beta_1": self.beta_1, "beta_2": self.beta_2, "gamma": self.gamma, "epsilon": self.epsilon}
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype

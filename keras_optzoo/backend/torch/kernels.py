@@ -14,6 +14,8 @@ import torch
 import keras
 
 from keras_optzoo import _keras_compat as compat
+from keras_optzoo.backend.torch.kernels_foreach import _lr, _rmsprop, _slots
+from keras_optzoo.backend.torch.kernels_second_order import _adahessian, _hybrid, _sophia
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # torch's fused optimizer kernels run on CPU from 2.4 on; before that (or if a
@@ -26,17 +28,6 @@ _HAS_KERNELS = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[
 DECAY_IN_KERNEL = frozenset({"adam"})
 # Whether the kernels take all variables at once (torch) or one (TensorFlow).
 ALL_AT_ONCE = True
-
-
-def _lr(learning_rate, device):
-    """A float on CPU; on an accelerator a device tensor (no host sync)."""
-    if device.type == "cpu" or not torch.is_tensor(learning_rate):
-        return float(learning_rate)
-    return learning_rate.to(device=device, dtype=torch.float32)
-
-
-def _slots(optimizer, name, variables):
-    return [optimizer._slot(name, v).value for v in variables]
 
 
 def _step(optimizer, device):
@@ -90,15 +81,6 @@ def _adagrad(optimizer, hp, variables, params, grads, lr):
     )  # fmt: skip
 
 
-def _rmsprop(optimizer, hp, variables, params, grads, lr):
-    velocity = _slots(optimizer, "velocity", variables)
-    torch._foreach_mul_(velocity, hp["rho"])
-    torch._foreach_addcmul_(velocity, grads, grads, value=1.0 - hp["rho"])
-    denom = torch._foreach_sqrt(velocity)
-    torch._foreach_add_(denom, hp["epsilon"])
-    torch._foreach_addcdiv_(params, grads, denom, value=-float(lr))
-
-
 def _adam(optimizer, hp, variables, params, grads, lr):
     """Adam/AMSGrad; with weight_decay, torch's fused AdamW for the variables
     Keras would decay (theta *= 1 - lr wd before the step, as Keras does) and
@@ -124,7 +106,7 @@ def _adam(optimizer, hp, variables, params, grads, lr):
 
 KERNELS = {
     "sgd": _sgd, "momentum": _momentum, "nesterov": _nesterov, "adagrad": _adagrad, "rmsprop": _rmsprop,
-    "adam": _adam,
+    "adam": _adam, "hybrid": _hybrid, "adahessian": _adahessian, "sophia": _sophia,
 } if _HAS_KERNELS else {}  # fmt: skip
 
 
