@@ -32,13 +32,10 @@ class CurvatureModel(keras.Model):
         if not isinstance(inner, SecondOrderOptimizer):
             return super().train_step(*args)
         inner.supplied_by_train_step()  # this step writes the curvature slots before `apply`
+        # (CurvatureUpdate raises, at the first step, for what it cannot
+        # compute: e.g. SophiaG on a loss without labels to sample. Not in an
+        # overridden `compile`: Keras's loading skips a custom compile.)
         return backend.train_step(self, *args, curvature=CurvatureUpdate(inner, self))
-
-    def compile(self, *args, **kwargs):
-        super().compile(*args, **kwargs)
-        _, inner = backend.optimizers_of(self)
-        if isinstance(inner, SecondOrderOptimizer):
-            CurvatureUpdate(inner, self)  # a clear error now for what the curvature cannot be computed for
 
     def build(self, input_shape=None):
         if not self.model.built and input_shape is not None:

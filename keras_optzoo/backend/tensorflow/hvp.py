@@ -52,11 +52,9 @@ class Oracle:
         self._tape = None
 
     def reuse(self, tape, variables, grads, outputs):
-        """Takes the derivatives from the step's own pass instead: `tape`, a
-        persistent tape that recorded the forward pass and the gradient
-        `grads` (for a step that refreshes unconditionally: no second pass)."""
+        """Derivatives from the step's own pass instead (a step that always refreshes):
+        `tape`, persistent, recorded the forward pass and the gradient `grads`."""
         self._tape, self._values, self._grads, self._outputs = tape, variables, grads, outputs
-        return self
 
     def _record(self):
         if self._tape is None:
@@ -146,11 +144,7 @@ def uniform(like, seed, step):
 def rademacher(variables, seed, step):
     """+-1 probes shaped like `variables`, a function of (seed, step)."""
     step = tf.cast(step, tf.int32)
-    out = []
-    for i, v in enumerate(variables):
-        bits = tf.random.stateless_uniform(
-            tuple(v.shape), seed=tf.stack([tf.constant(seed + 104729 * i, tf.int32), step]),
-            minval=0, maxval=2, dtype=tf.int32,
-        )
-        out.append(tf.cast(2 * bits - 1, v.dtype))
-    return out
+    seeds = [tf.stack([tf.constant(seed + 104729 * i, tf.int32), step]) for i in range(len(variables))]
+    bits = [tf.random.stateless_uniform(tuple(v.shape), s, minval=0, maxval=2, dtype=tf.int32)
+            for v, s in zip(variables, seeds)]  # fmt: skip
+    return [tf.cast(2 * b - 1, v.dtype) for b, v in zip(bits, variables)]

@@ -110,7 +110,8 @@ def rademacher(variables, seed, step):
     generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
     out = []
     for v in variables:
-        bits = torch.randint(0, 2, tuple(v.shape), generator=generator)
         like = getattr(v, "value", v)  # a variable or a tensor shaped like one
-        out.append((2 * bits - 1).to(dtype=like.dtype, device=like.device))
+        # Drawn as floats (no int64 temporaries), then 2 b - 1 in place.
+        bits = torch.randint(0, 2, tuple(v.shape), generator=generator, dtype=like.dtype)
+        out.append(bits.mul_(2).sub_(1).to(device=like.device))
     return out
