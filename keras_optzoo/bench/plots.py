@@ -55,8 +55,9 @@ def loss_curves(plt, runs, task, protocol, path):
         axes[1].axhline(target, color="grey", linewidth=0.8, label="target")
     for ax, split in zip(axes, ("training", "validation")):
         ax.set(xlabel="epoch", ylabel=f"{split} loss (log scale)", yscale="log", title=f"{split} loss")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    fig.suptitle(_title(task, protocol, "loss per epoch", runs[0]["backend"]), fontsize=10)
+    fig.suptitle(_title(task, protocol, "loss per epoch", runs[0]["backend"]), fontsize=10, y=1.04)
     axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
     _save(fig, path)
 
