@@ -11,42 +11,65 @@ from conftest import BACKEND
 from keras_optzoo import bench
 
 
-def test_quick_run_writes_csv_markdown_and_plots(tmp_path):
+def _bench(tmp_path, *args):
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "keras_optzoo.bench", "--quick", "--data", "embedded",
-         "--optimizers", "gd,sgd,momentum,adam", "--seeds", "2", "--adaptive-stopping",
-         "--regularization", "none,l2", "--backend", BACKEND, "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
-    )
+    proc = subprocess.run([sys.executable, "-m", "keras_optzoo.bench", "--quick", "--backend", BACKEND,
+                           "--out", str(out), *args], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    rows = list(csv.DictReader(open(out / "results.csv")))
-    # mnist: 2 regularizations x 4 optimizers x 2 seeds; karate: 4 x 2.
-    assert len(rows) == 16 + 8
-    from keras_optzoo.bench import report
+    return out, proc.stdout
 
+
+def test_quick_run_with_both_protocols_writes_tables_verdicts_and_plots(tmp_path):
+    out, stdout = _bench(tmp_path, "--protocol", "tuned,fixed", "--optimizers", "sgd,hybrid", "--seeds", "2",
+                         "--task", "mnist-mlp,karate", "--regularization", "none,l2",
+                         "--regularization-optimizers", "sgd")
+    from keras_optzoo.bench import report
+    from keras_optzoo.bench.optimizers import AVAILABLE
+
+    rows = list(csv.DictReader(open(out / "results.csv")))
     assert list(rows[0]) == report.CSV_COLUMNS
-    assert {r["backend"] for r in rows} == {BACKEND}
-    assert {r["task"] for r in rows} == {"mnist", "karate"}
+    # Per protocol: mnist-mlp 2 optimizers + sgd with L2, karate 2 optimizers; 2 random seeds each.
+    assert len(rows) == 2 * (3 + 2) * 2
+    assert {r["backend"] for r in rows} == {BACKEND} and {r["protocol"] for r in rows} == {"tuned", "fixed"}
+    assert [r["task"] for r in rows][:1] == ["mnist-mlp"]  # the stable task order
+    grid = list(csv.DictReader(open(out / "grid.csv")))
     for r in rows:
-        assert float(r["final_train_loss"]) > 0 and 0 <= float(r["test_accuracy"]) <= 1
-        assert int(r["epochs_run"]) <= {"mnist": 2, "karate": 5}[r["task"]]
+        assert 0 <= float(r["test_accuracy_pct"]) <= 100 and float(r["final_validation_loss"]) > 0
         assert (r["test_auc"] != "") == (r["task"] == "karate")
-    gd = [r for r in rows if r["optimizer"] == "gd" and r["task"] == "mnist"]
-    assert {r["batch_size"] for r in gd} == {"1000"}  # full batch
+        if r["protocol"] == "fixed":
+            assert float(r["learning_rate"]) == 0.01
+        else:  # the chosen grid point, the same for every random seed and for the L2 run
+            chosen = [g for g in grid if g["task"] == r["task"] and g["optimizer"] == r["optimizer"]
+                      and g["chosen"] == "True"]
+            assert [float(g["learning_rate"]) for g in chosen] == [float(r["learning_rate"])]
+            assert float(r["learning_rate"]) in AVAILABLE[r["optimizer"]].grid()
+        if r["steps_to_target"]:
+            assert int(r["steps_to_target"]) == int(r["epochs_to_target"]) * int(r["steps_per_epoch"])
+    assert {r["batch_size"] for r in rows if r["optimizer"] == "gd"} <= {r["train_size"] for r in rows}
     md = (out / "results.md").read_text()
-    for heading in ("Table 1", "Table 2", "Table 3", "seed 001"):
-        assert heading in md
-    for task in ("mnist", "karate"):
-        for plot in ("loss_curves", "test_accuracy", "time_per_epoch"):
-            assert (out / f"{task}_{plot}.png").stat().st_size > 5000
-    assert proc.stdout.count(" seed ") >= 24  # one summary line per run
+    for words in ("Table 1", "Table 2", "Table 3", "paper 001", "Steps to target", "## Verdicts",
+                  "tuned protocol: ", "fixed protocol: ", "Learning-rate selection"):
+        assert words in md, words
+    assert "seed 0" not in md.replace("random seed 0", "")  # "seed" only for random seeds
+    assert re.search(r"\*\*(tuned|fixed) protocol: (holds|does not hold|mixed)\*\*", md)
+    for protocol in ("tuned", "fixed"):
+        for task in ("mnist-mlp", "karate"):
+            for plot in ("loss_curves", "test_accuracy", "time_to_target"):
+                assert (out / f"{protocol}_{task}_{plot}.png").stat().st_size > 5000
+    assert "ETA" in stdout and stdout.count("random seed") >= len(rows)
+
+
+def test_quick_cnn_run_fills_epochs_to_converge(tmp_path):
+    out, _ = _bench(tmp_path, "--protocol", "fixed", "--task", "mnist-cnn", "--optimizers", "sgd",
+                    "--epochs", "3", "--stop-threshold", "10")
+    (row,) = csv.DictReader(open(out / "results.csv"))
+    assert row["model"].startswith("cnn-") and row["epochs_to_converge"] == "2"  # any improvement < 1000 %
 
 
 @pytest.mark.parametrize(
     "args, words",
     [
-        (["--task", "cifar"], ["--task", "mnist", "karate"]),
+        (["--task", "cifar"], ["--task", "mnist-mlp", "mnist-cnn", "karate"]),
         (["--optimizers", "adam,lbfgs"], ["--optimizers", "lbfgs", "amsgrad"]),
         (["--backend", "mxnet"], ["--backend", "tensorflow"]),
         (["--epochs", "0"], ["--epochs", "positive integer"]),

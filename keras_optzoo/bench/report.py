@@ -1,150 +1,188 @@
-"""Writes results.csv, results.md (tables shaped like seed 000's Tables 1-3 and
-seed 001's accuracy comparison) and matplotlib plots."""
+"""Writes results.csv (one row per final run), grid.csv (the tuned protocol's
+learning-rate search), results.md (paper 000's Tables 1-3, paper 001's
+accuracy comparison, time to target, the grid, and the verdicts) and the
+plots. Every loss and accuracy names its split (train, validation, test);
+accuracies are percentages everywhere."""
 
 import csv
 import json
 import os
-from collections import defaultdict
 
-import numpy as np
+from keras_optzoo.bench import analysis, verdicts
+from keras_optzoo.bench import optimizers as bench_optimizers
+from keras_optzoo.bench import tasks as bench_tasks
 
-from keras_optzoo.bench.run import NAMED
+PAPERS = {
+    "paper 000": "Muniasamy et al. (2024), \"Optimization in Neural Networks with Mathematics: Efficiency in "
+                 "Architectures of Deep Learning\" (the Hybrid method; Tables 1-3; adaptive stopping)",
+    "paper 001": "Salahshour and Fazly, \"Bridging the Gap: The Interplay of Deep Learning and Optimization "
+                 "Techniques\" (MNIST and Karate Club, every optimizer at lr 0.01)",
+}
 
 CSV_COLUMNS = [
-    "task", "model", "optimizer", "regularization", "seed", "backend", "learning_rate",
-    "batch_size", "epochs", "epochs_run", "epochs_to_converge", "final_train_loss",
-    "final_val_loss", "test_accuracy", "test_auc", "time_per_epoch_s", "total_time_s",
+    "task", "model", "optimizer", "regularization", "protocol", "seed", "backend", "learning_rate",
+    "batch_size", "train_size", "epochs", "epochs_run", "steps_per_epoch", "epochs_to_converge",
+    "final_train_loss", "final_validation_loss", "best_validation_loss", "test_loss",
+    "final_train_accuracy_pct", "final_validation_accuracy_pct", "test_accuracy_pct", "test_auc",
+    "target_validation_loss", "epochs_to_target", "steps_to_target", "seconds_to_target",
+    "time_per_epoch_s", "total_time_s",
 ]
+GRID_COLUMNS = ["task", "optimizer", "learning_rate", "rung_epochs", "validation_loss_at_rung", "survived",
+                "epochs_run", "final_validation_loss", "chosen"]
 
 
-def _groups(results, *keys):
-    groups = defaultdict(list)
-    for row in results:
-        groups[tuple(row[k] for k in keys)].append(row)
-    return groups
-
-
-def _stat(rows, key, fmt="{:.4f}"):
-    values = [r[key] for r in rows if r[key] is not None]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return fmt.format(values[0])
-    return f"{fmt.format(np.mean(values))} ± {fmt.format(np.std(values))}"
+def _write_csv(rows, columns, path):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
 
 
 def _table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def _ordered(runs, key="optimizer"):
+    """Groups of runs by optimizer in the benchmark's order (or by regularization)."""
+    order = bench_optimizers.NAMES if key == "optimizer" else ("none", "l1", "l2", "dropout")
+    groups = analysis.groups(runs, key)
+    return [(name, groups[(name,)]) for name in order if (name,) in groups]
+
+
+def _tasks(runs):
+    present = {r["task"] for r in runs}
+    return [t for t in bench_tasks.ORDER if t in present]
+
+
+def _s(group, key, fmt="{:.4f}", none="-"):
+    return analysis.stat(group, key).format(fmt, none)
+
+
+def _convergence(runs, epochs):
+    karate = any("test_auc" in r for r in runs)
+    header = ["Optimizer", "Learning rate", "Epochs run", "Epochs to converge", "Final training loss",
+              "Final validation loss", "Test accuracy (%)"] + (["Test AUC"] if karate else [])
+    rows = [[bench_optimizers.label(name), f"{group[0]['learning_rate']:g}", _s(group, "epochs_run", "{:.0f}"),
+             _s(group, "epochs_to_converge", "{:.1f}", f"not within {epochs}"), _s(group, "final_train_loss"),
+             _s(group, "final_validation_loss"), _s(group, "test_accuracy_pct", "{:.2f}")]
+            + ([_s(group, "test_auc", "{:.3f}")] if karate else []) for name, group in _ordered(runs)]
+    return _table(header, rows)
+
+
+def _timing(runs):
+    header = ["Optimizer", "Steps to target", "Seconds to target", "Time per epoch (s)", "Total time (s)"]
+    rows = [[bench_optimizers.label(name), _s(group, "steps_to_target", "{:.0f}", "not reached"),
+             _s(group, "seconds_to_target", "{:.2f}", "not reached"), _s(group, "time_per_epoch_s", "{:.3f}"),
+             _s(group, "total_time_s", "{:.2f}")] for name, group in _ordered(runs)]
+    return _table(header, rows)
+
+
+def _regularization(runs):
+    rows = [[reg, bench_optimizers.label(name), _s(g, "final_train_loss"), _s(g, "final_validation_loss"),
+             _s(g, "test_accuracy_pct", "{:.2f}")]
+            for name, group in _ordered(runs) if len({r["regularization"] for r in group}) > 1
+            for reg, g in _ordered(group, "regularization")]
+    return _table(["Regularization", "Optimizer", "Final training loss (with the penalty)",
+                   "Final validation loss (with the penalty)", "Test accuracy (%)"], rows)
+
+
+def _grid(grid_rows, task):
+    rows = []
+    for name in bench_optimizers.NAMES:
+        points = [g for g in grid_rows if g["task"] == task and g["optimizer"] == name]
+        if not points:
+            continue
+        cells = []
+        for g in points:
+            loss = g["final_validation_loss"] if g["survived"] else g["validation_loss_at_rung"]
+            cell = f"{g['learning_rate']:g}: {loss:.4f}" + ("" if g["survived"] else " (stopped)")
+            cells.append(f"**{cell}**" if g["chosen"] else cell)
+        rows.append([bench_optimizers.label(name), "; ".join(cells)])
+    rung = next(g["rung_epochs"] for g in grid_rows if g["task"] == task)
+    return (f"Validation loss of each grid point (\"stopped\": after the first {rung} epoch(s), "
+            f"successive halving), the chosen one in bold.\n\n" + _table(["Optimizer", "Learning rate: validation loss"], rows))
+
+
+def protocol_section(runs, grid_rows, protocol):
+    out = [f"## {protocol.capitalize()} protocol"]
+    for task in _tasks(runs):
+        task_runs = [r for r in runs if r["task"] == task]
+        plain = [r for r in task_runs if r["regularization"] == "none"]
+        title = bench_tasks.TASKS[task].title
+        target = plain[0]["target_validation_loss"] if plain else None
+        out.append(f"\n### {task}: {title}\n")
+        out.append(f"Convergence (paper 000, Table 1; epochs to converge by AdaptiveStopping's rule on the "
+                   f"training loss) and test accuracy (paper 001, Figs. 2 and 4):\n")
+        out.append(_convergence(plain, plain[0]["epochs"]))
+        target_text = "-" if target is None else f"{target:.4f}"
+        out.append(f"\nTime to the target validation loss {target_text} (AlgoPerf's time-to-result, checked at "
+                   f"the end of each epoch; seconds at the steady time per epoch, compilation left out) and "
+                   f"time (paper 000, Table 3):\n")
+        out.append(_timing(plain))
+        if len({r["regularization"] for r in task_runs}) > 1:
+            out.append(f"\nRegularization (paper 000, Table 2; L1/L2 0.001 on both kernels, Dropout 0.5), at "
+                       f"each optimizer's learning rate above:\n")
+            out.append(_regularization(task_runs))
+        if any(g["task"] == task for g in grid_rows):
+            out.append(f"\nLearning-rate selection on the validation split (random seed 0):\n")
+            out.append(_grid(grid_rows, task))
+    return "\n".join(out)
+
+
+def verdict_section(runs_by_protocol):
+    out = ["## Verdicts",
+           "\nA comparison is won when the mean over random seeds is better by more than the larger of the two "
+           "standard deviations; a claim holds when every comparison is won, does not hold when none is, and "
+           "is mixed otherwise; over tasks, it holds when it holds on every task, does not hold when it does not hold "
+           "on any, and is mixed otherwise."]
+    first = tuple(n for n in bench_optimizers.FIRST_ORDER)
+    claims = {p: verdicts.claims(runs, first) for p, runs in runs_by_protocol.items()}
+    for i, claim in enumerate(next(iter(claims.values()))):
+        out.append(f"\n### {claim.paper}: {claim.statement}\n\nCompared: {claim.rule}.\n")
+        for protocol, found in claims.items():
+            c = found[i]
+            out.append(f"- **{protocol} protocol: {c.verdict}**")
+            out += [f"  - {p.scope}: **{p.verdict}**; {p.text}" for p in c.parts]
+    return "\n".join(out)
+
+
+def header(runs_by_protocol, command):
+    runs = next(iter(runs_by_protocol.values()))
+    seeds = len({r["seed"] for r in runs})
+    lines = [f"# optzoo-bench results ({runs[0]['backend']} backend)",
+             f"\nMade by `{command}`; {', '.join(runs_by_protocol)} protocol(s), {seeds} random seed(s), "
+             f"mean ± std over random seeds. Losses and accuracies name their split: train, validation "
+             f"(carved out of the training data, {int(100 * bench_tasks.VALIDATION_FRACTION)} %), test "
+             f"(never used to choose anything). Accuracies in %.\n"]
+    lines += [f"- {name}: {title}" for name, title in PAPERS.items()]
     return "\n".join(lines)
 
 
-def write_csv(results, path):
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in results:
-            writer.writerow({k: ("" if row[k] is None else row[k]) for k in CSV_COLUMNS})
-
-
-def write_markdown(results, path):
-    backend = results[0]["backend"]
-    seeds = len({r["seed"] for r in results})
-    out = [f"# optzoo-bench results ({backend} backend, {seeds} seed(s); mean ± std over seeds)"]
-    for task in sorted({r["task"] for r in results}):
-        rows = [r for r in results if r["task"] == task and r["regularization"] == "none"] or [
-            r for r in results if r["task"] == task
-        ]
-        by_opt = _groups(rows, "optimizer")
-        out.append(f"\n## {task}: convergence (seed 000, Table 1)\n")
-        out.append(_table(
-            ["Optimizer", "Learning rate", "Epochs run", "Epochs to converge", "Final training loss", "Final validation loss"],
-            [[NAMED[o][1], g[0]["learning_rate"], _stat(g, "epochs_run", "{:.0f}"),
-              _stat(g, "epochs_to_converge", "{:.1f}"), _stat(g, "final_train_loss"), _stat(g, "final_val_loss")]
-             for (o,), g in by_opt.items()],
-        ))
-        out.append(f"\n## {task}: time (seed 000, Table 3)\n")
-        out.append(_table(
-            ["Optimizer", "Time per epoch (s)", "Total time (s)"],
-            [[NAMED[o][1], _stat(g, "time_per_epoch_s", "{:.3f}"), _stat(g, "total_time_s", "{:.2f}")]
-             for (o,), g in by_opt.items()],
-        ))
-    regs = sorted({r["regularization"] for r in results if r["task"] == "mnist"})
-    if regs:
-        out.append("\n## mnist: regularization (seed 000, Table 2; strength 0.001 for L1/L2, dropout 0.5)\n")
-        out.append(_table(
-            ["Regularization", "Optimizer", "Training loss", "Validation loss", "Test accuracy (%)"],
-            [[reg, NAMED[o][1], _stat(g, "final_train_loss"), _stat(g, "final_val_loss"),
-              _stat([dict(r, test_accuracy=100 * r["test_accuracy"]) for r in g], "test_accuracy", "{:.2f}")]
-             for (reg, o), g in _groups([r for r in results if r["task"] == "mnist"], "regularization", "optimizer").items()],
-        ))
-    out.append("\n## Test accuracy by optimizer (seed 001, Figs. 2 and 4)\n")
-    tasks = sorted({r["task"] for r in results})
-    header = ["Optimizer"] + [f"{t} accuracy" for t in tasks] + (["karate AUC"] if "karate" in tasks else [])
-    table = []
-    for name in NAMED:
-        cells, any_row = [NAMED[name][1]], False
-        for t in tasks:
-            g = [r for r in results if r["task"] == t and r["optimizer"] == name and r["regularization"] == "none"]
-            any_row |= bool(g)
-            cells.append(_stat(g, "test_accuracy") if g else "-")
-        if "karate" in tasks:
-            g = [r for r in results if r["task"] == "karate" and r["optimizer"] == name]
-            cells.append(_stat(g, "test_auc") if g else "-")
-        if any_row:
-            table.append(cells)
-    out.append(_table(header, table))
+def write_markdown(runs, grid_rows, path, command):
+    by_protocol = {p: [r for r in runs if r["protocol"] == p] for p in dict.fromkeys(r["protocol"] for r in runs)}
+    parts = [header(by_protocol, command)]
+    parts += [protocol_section(pr, [g for g in grid_rows if g.get("protocol") == p], p) for p, pr in by_protocol.items()]
+    parts.append(verdict_section(by_protocol))
     with open(path, "w") as f:
-        f.write("\n".join(out) + "\n")
+        f.write("\n\n".join(parts) + "\n")
 
 
-def write_plots(results, directory):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    backend = results[0]["backend"]
-    for task in sorted({r["task"] for r in results}):
-        rows = [r for r in results if r["task"] == task and r["regularization"] == "none"] or [
-            r for r in results if r["task"] == task
-        ]
-        by_opt = _groups(rows, "optimizer")
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for (name,), g in by_opt.items():
-            for ax, key in zip(axes, ("loss_curve", "val_loss_curve")):
-                length = min(len(r[key]) for r in g)
-                curve = np.mean([r[key][:length] for r in g], axis=0)
-                ax.plot(np.arange(1, length + 1), curve, label=NAMED[name][1])
-        for ax, title in zip(axes, ("training loss", "validation loss")):
-            ax.set(xlabel="epoch", ylabel="loss", title=f"{task}: {title} ({backend})", yscale="log")
-            ax.grid(alpha=0.3)
-        axes[1].legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(os.path.join(directory, f"{task}_loss_curves.png"), dpi=110)
-        plt.close(fig)
-
-        for key, label, fname in (
-            ("test_accuracy", "test accuracy", "test_accuracy"),
-            ("time_per_epoch_s", "time per epoch (s)", "time_per_epoch"),
-        ):
-            fig, ax = plt.subplots(figsize=(8, 3.6))
-            names = list(by_opt)
-            means = [np.mean([r[key] for r in by_opt[n]]) for n in names]
-            stds = [np.std([r[key] for r in by_opt[n]]) for n in names]
-            ax.bar([NAMED[n][1] for (n,) in names], means, yerr=stds, color="tab:blue")
-            ax.set(ylabel=label, title=f"{task}: {label} ({backend})")
-            ax.tick_params(axis="x", rotation=35, labelsize=8)
-            fig.tight_layout()
-            fig.savefig(os.path.join(directory, f"{task}_{fname}.png"), dpi=110)
-            plt.close(fig)
-
-
-def write_all(results, directory):
+def write_runs(runs, grid_rows, directory):
+    """Every run's numbers and curves, and the grid (curves.json), written
+    first, so that the tables and plots can be made again from them."""
     os.makedirs(directory, exist_ok=True)
-    write_csv(results, os.path.join(directory, "results.csv"))
-    write_markdown(results, os.path.join(directory, "results.md"))
-    write_plots(results, directory)
     with open(os.path.join(directory, "curves.json"), "w") as f:
-        json.dump([{k: r[k] for k in ("task", "optimizer", "regularization", "seed", "loss_curve",
-                                       "val_loss_curve")} for r in results], f)
+        json.dump({"runs": runs, "grid": grid_rows}, f)
+
+
+def write_all(runs, grid_rows, directory, command):
+    from keras_optzoo.bench import plots
+
+    write_runs(runs, grid_rows, directory)
+    _write_csv(runs, CSV_COLUMNS, os.path.join(directory, "results.csv"))
+    if grid_rows:
+        _write_csv(grid_rows, ["protocol"] + GRID_COLUMNS, os.path.join(directory, "grid.csv"))
+    write_markdown(runs, grid_rows, os.path.join(directory, "results.md"), command)
+    plots.write_plots(runs, directory)

@@ -1,147 +1,189 @@
-"""Runs the benchmark: one `model.fit` per task x regularization x optimizer x seed."""
+"""Runs the benchmark: tasks x optimizers under the chosen protocol, then paper
+000 Table 2's regularizations on the MNIST MLP. Returns the final runs (one
+per task x regularization x optimizer x seed) and the tuned protocol's grid."""
 
+import math
 import time
 
-import numpy as np
-
 import keras
-import keras_optzoo as kz
-from keras_optzoo.bench import DEFAULTS, QUICK
-from keras_optzoo.callbacks import AdaptiveStopping
-from keras_optzoo.tasks import karate, mnist
+from keras_optzoo.bench import analysis
+from keras_optzoo.bench import optimizers as bench_optimizers
+from keras_optzoo.bench import protocol
+from keras_optzoo.bench import tasks as bench_tasks
+from keras_optzoo.bench.train import Trainer
 
-# Benchmark name -> (optimizer factory taking the learning rate, label). "gd" is
-# SGD on the full batch. The second-order ones train through with_curvature;
-# Newton's damping is 1.0 (a step of at most lr * |g| where curvature is ~0).
-NAMED = {
-    "gd": (kz.SGD, "GD (full batch)"),
-    "sgd": (kz.SGD, "SGD (mini-batch)"),
-    "momentum": (kz.Momentum, "Momentum"),
-    "nesterov": (kz.Nesterov, "Nesterov (NAG)"),
-    "adagrad": (kz.Adagrad, "AdaGrad"),
-    "rmsprop": (kz.RMSprop, "RMSProp"),
-    "adam": (kz.Adam, "Adam"),
-    "amsgrad": (kz.AMSGrad, "AMSGrad"),
-    "adamw": (kz.AdamW, "AdamW"),
-    "newton": (lambda lr: kz.Newton(lr, damping=1.0, num_probes=2), "Newton (diagonal)"),
-    "newton_cg": (lambda lr: kz.Newton(lr, method="cg", damping=1.0, cg_iterations=5), "Newton-CG"),
-    "hybrid": (kz.Hybrid, "Hybrid (seed 000)"),
-    "adahessian": (kz.AdaHessian, "AdaHessian"),
-    "sophiah": (kz.SophiaH, "Sophia-H"),
-}
+# --quick: a tiny budget for smoke tests.
+QUICK = {"mnist_train": 1000, "mnist_test": 500, "epochs": {"mnist-mlp": 2, "mnist-cnn": 1, "karate": 5}}
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Wall time of each epoch (Keras logs none)."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self._start)
-
-    def on_train_begin(self, logs=None):
-        self.times = []
+def _clock(seconds):
+    return "?" if seconds is None else f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
 
 
-def _load_mnist(args):
+class Progress:
+    """One line per finished run, with the share of the planned work done and
+    an ETA; each run counts by its expected cost (epochs x the task's and the
+    optimizer's relative cost), not as one run."""
+
+    def __init__(self, total):
+        self.total, self.done, self.start = total, 0.0, time.perf_counter()
+
+    def advance(self, cost):
+        self.done += cost
+
+    def eta(self):
+        if not self.done:
+            return None
+        elapsed = time.perf_counter() - self.start
+        return elapsed * max(self.total - self.done, 0.0) / self.done
+
+    def report(self, text):
+        share = 100.0 * self.done / self.total if self.total else 100.0
+        elapsed = time.perf_counter() - self.start
+        print(f"[{share:3.0f} %, {_clock(elapsed)} elapsed, ETA {_clock(self.eta())}] {text}", flush=True)
+
+
+def load_mnist(args):
+    from keras_optzoo.tasks import mnist
+
     if args.data == "embedded":
         data = mnist.load_embedded()
     elif args.data in ("auto", "keras"):
         data = mnist.load_data(source=args.data)
     else:
         data = mnist.load_idx(args.data)
-    (x_train, y_train), (x_test, y_test) = data
     if args.quick:
-        x_train, y_train = x_train[: QUICK["mnist"]["train"]], y_train[: QUICK["mnist"]["train"]]
-        x_test, y_test = x_test[: QUICK["mnist"]["test"]], y_test[: QUICK["mnist"]["test"]]
-    return x_train, y_train, x_test, y_test
+        (x, y), (xt, yt) = data
+        n, m = QUICK["mnist_train"], QUICK["mnist_test"]
+        data = (x[:n], y[:n]), (xt[:m], yt[:m])
+    return bench_tasks.mnist_splits(data)
 
 
-def plan(args):
-    """The list of runs (dicts) the arguments ask for."""
-    tasks = ["mnist", "karate"] if args.task == "all" else [args.task]
-    runs = []
-    for task in tasks:
-        regs = args.regularization if task == "mnist" else ["none"]
-        epochs = args.epochs or (QUICK[task]["epochs"] if args.quick else DEFAULTS[task]["epochs"])
-        batch_size = args.batch_size or DEFAULTS[task]["batch_size"]
-        for reg in regs:
+def selected_tasks(args):
+    chosen = [bench_tasks.karate_task(args.karate_model) if t == "karate" else bench_tasks.TASKS[t]
+              for t in bench_tasks.ORDER if t in args.task]
+    return chosen
+
+
+def task_epochs(task, args):
+    return args.epochs or (QUICK["epochs"][task.name] if args.quick else task.epochs)
+
+
+def _splitter(task, mnist_splits):
+    if task.name == "karate":
+        return bench_tasks.karate_split
+    return lambda seed: mnist_splits[task.name]
+
+
+def _record(task, spec, trainer, split, seed, lr, curves, args, regularization, protocol_name):
+    batch_size = trainer.batch_size_for(split)
+    record = dict(task=task.name, model=task.model, optimizer=spec.name, regularization=regularization,
+                  protocol=protocol_name, seed=seed, backend=keras.backend.backend(), learning_rate=lr,
+                  batch_size=batch_size, epochs=task_epochs(task, args), train_size=len(split.x_train),
+                  steps_per_epoch=math.ceil(len(split.x_train) / batch_size), **curves)
+    record.update(trainer.evaluate_test(split))
+    return record
+
+
+def _summary(record):
+    auc = f", AUC {record['test_auc']:.3f}" if "test_auc" in record else ""
+    val = record["validation_loss"][-1] if record["validation_loss"] else math.nan
+    return (f"{record['task']:<9} {record['regularization']:<7} "
+            f"{bench_optimizers.label(record['optimizer']):<18} lr {record['learning_rate']:<8g} "
+            f"random seed {record['seed']}: validation loss {val:.4f}, "
+            f"test accuracy {record['test_accuracy_pct']:.1f} %{auc}")
+
+
+def run_optimizer(task, spec, args, splits, progress, protocol_name, regularization="none", learning_rate=None,
+                  trainers=None):
+    """The final runs of one task x optimizer x regularization under
+    `protocol_name` (and the grid rows when the learning rate is tuned here).
+    `trainers` caches the compiled trainers across protocols."""
+    split0 = splits(0)
+    trainers = {} if trainers is None else trainers
+    key = (task.name, spec.name, regularization)
+    if key not in trainers:
+        trainers[key] = Trainer(task, spec, split0, regularization, args.batch_size)
+    trainer = trainers[key]
+    epochs, cost = task_epochs(task, args), task.relative_cost * spec.cost
+    records, grid_rows, seeds = [], [], range(args.seeds)
+    if learning_rate is None and protocol_name == "tuned":
+        learning_rate, curves, rows, snapshot = protocol.select_learning_rate(
+            trainer, split0.without_test(), spec.grid(), epochs, progress, cost)
+        grid_rows = [dict(protocol=protocol_name, task=task.name, optimizer=spec.name, **row) for row in rows]
+        trainer.restore(snapshot)
+        records.append(_record(task, spec, trainer, split0, 0, learning_rate, curves[learning_rate], args,
+                               regularization, protocol_name))
+        progress.report(_summary(records[-1]))
+        seeds = range(1, args.seeds)
+    learning_rate = learning_rate or args.lr
+    for seed in seeds:
+        split = splits(seed)
+        trainer.start(split, seed, learning_rate)
+        curves = trainer.fit(split, seed, epochs)
+        progress.advance(cost * epochs)
+        records.append(_record(task, spec, trainer, split, seed, learning_rate, curves, args, regularization,
+                               protocol_name))
+        progress.report(_summary(records[-1]))
+    return records, grid_rows
+
+
+def _plan(tasks, args):
+    """The planned cost of the whole run, for the ETA."""
+    total = 0.0
+    for tuned in (p == "tuned" for p in args.protocol):
+        for task in tasks:
+            epochs = task_epochs(task, args)
             for name in args.optimizers:
-                for seed in range(args.seeds):
-                    runs.append(dict(task=task, regularization=reg, optimizer=name, seed=seed,
-                                     epochs=epochs, batch_size=batch_size, learning_rate=args.lr))
-    return runs
+                spec = bench_optimizers.AVAILABLE[name]
+                grid = len(spec.grid()) if tuned else 1
+                total += task.relative_cost * spec.cost * protocol.planned_cost(grid, epochs, args.seeds, tuned)
+            if task.name == "mnist-mlp":
+                extra = len([r for r in args.regularization if r != "none"])
+                for name in _regularized(args):
+                    total += task.relative_cost * bench_optimizers.AVAILABLE[name].cost * epochs * args.seeds * extra
+    return total
 
 
-def _one_run(spec, data, args):
-    keras.utils.set_random_seed(spec["seed"])
-    task = spec["task"]
-    if task == "mnist":
-        x_train, y_train, x_test, y_test = data["mnist"]
-        model = mnist.mlp(regularization=spec["regularization"])
-        loss, metrics, model_name = mnist.LOSS, ["accuracy"], "mlp-784-500-10"
-    else:
-        split = karate.split_edges(seed=spec["seed"])
-        x_train, y_train, x_test, y_test = (split[k] for k in ("x_train", "y_train", "x_test", "y_test"))
-        model = karate.build_model(args.karate_model, split)
-        loss, metrics, model_name = karate.LOSS, ["accuracy", keras.metrics.AUC(name="auc")], args.karate_model
-    optimizer = NAMED[spec["optimizer"]][0](spec["learning_rate"])
-    if isinstance(optimizer, kz.optimizers.SECOND_ORDER):
-        model = kz.with_curvature(model)
-    batch_size = len(x_train) if spec["optimizer"] == "gd" else spec["batch_size"]
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
-    timer = EpochTimer()
-    callbacks = [timer]
-    stopper = None
-    if args.adaptive_stopping:
-        stopper = AdaptiveStopping(monitor="loss", threshold=args.stop_threshold, min_epochs=2)
-        callbacks.append(stopper)
-    start = time.perf_counter()
-    history = model.fit(x_train, y_train, batch_size=batch_size, epochs=spec["epochs"],
-                        validation_data=(x_test, y_test), callbacks=callbacks, verbose=0,
-                        shuffle=True)
-    total = time.perf_counter() - start
-    evaluation = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
-    h = history.history
-    row = dict(spec)
-    row.update(
-        backend=keras.backend.backend(),
-        model=model_name,
-        batch_size=batch_size,
-        epochs_run=len(h["loss"]),
-        epochs_to_converge=stopper.converged_epoch if stopper else None,
-        final_train_loss=h["loss"][-1],
-        final_val_loss=h["val_loss"][-1],
-        test_accuracy=evaluation["accuracy"],
-        test_auc=evaluation.get("auc"),
-        # The first epoch includes tracing/compilation; report the steady state.
-        time_per_epoch_s=float(np.median(timer.times[1:] if len(timer.times) > 1 else timer.times)),
-        total_time_s=total,
-        loss_curve=[float(v) for v in h["loss"]],
-        val_loss_curve=[float(v) for v in h["val_loss"]],
-    )
-    return row
+def _regularized(args):
+    return [n for n in args.regularization_optimizers if n in args.optimizers]
+
+
+def run_protocol(protocol_name, tasks, mnist_splits, args, progress, trainers):
+    """The final runs and grid rows of one protocol, annotated with the reported values."""
+    records, grid_rows = [], []
+    for task in tasks:
+        splits = _splitter(task, mnist_splits)
+        chosen = {}
+        for name in args.optimizers:
+            new, rows = run_optimizer(task, bench_optimizers.AVAILABLE[name], args, splits, progress, protocol_name,
+                                      trainers=trainers)
+            records += new
+            grid_rows += rows
+            chosen[name] = new[0]["learning_rate"]
+        if task.name != "mnist-mlp":
+            continue
+        for reg in (r for r in args.regularization if r != "none"):
+            for name in _regularized(args):
+                new, _ = run_optimizer(task, bench_optimizers.AVAILABLE[name], args, splits, progress,
+                                       protocol_name, regularization=reg, learning_rate=chosen[name],
+                                       trainers=trainers)
+                records += new
+    task_targets = analysis.targets(records, bench_optimizers.FIRST_ORDER, args.target)
+    return analysis.annotate(records, task_targets, args.stop_threshold), grid_rows
 
 
 def run_all(args):
-    runs = plan(args)
-    data = {}
-    if any(r["task"] == "mnist" for r in runs):
-        data["mnist"] = _load_mnist(args)
-    print(f"optzoo-bench: {len(runs)} runs on the {keras.backend.backend()} backend")
-    bar = keras.utils.Progbar(len(runs), unit_name="run")
-    results = []
-    for i, spec in enumerate(runs):
-        row = _one_run(spec, data, args)
-        results.append(row)
-        converge = f", converged at epoch {row['epochs_to_converge']}" if row["epochs_to_converge"] else ""
-        auc = f", auc {row['test_auc']:.3f}" if row["test_auc"] is not None else ""
-        print(
-            f"\n{row['task']:<6} {row['regularization']:<7} {NAMED[row['optimizer']][1]:<18} seed {row['seed']}: "
-            f"loss {row['final_train_loss']:.4f} / val {row['final_val_loss']:.4f}, "
-            f"acc {row['test_accuracy']:.4f}{auc}, {row['time_per_epoch_s']:.2f} s/epoch{converge}"
-        )
-        bar.update(i + 1)
-    print()
-    return results
+    tasks = selected_tasks(args)
+    mnist_splits = load_mnist(args) if any(t.name.startswith("mnist") for t in tasks) else {}
+    progress = Progress(_plan(tasks, args))
+    print(f"optzoo-bench: {' and '.join(args.protocol)} protocol, {len(tasks)} task(s) x {len(args.optimizers)} "
+          f"optimizer(s) x {args.seeds} random seed(s) on the {keras.backend.backend()} backend", flush=True)
+    records, grid_rows, trainers = [], [], {}
+    for protocol_name in args.protocol:
+        start = time.perf_counter()
+        new, rows = run_protocol(protocol_name, tasks, mnist_splits, args, progress, trainers)
+        records += new
+        grid_rows += rows
+        print(f"optzoo-bench: {protocol_name} protocol took {time.perf_counter() - start:.0f} s", flush=True)
+    return records, grid_rows

@@ -48,22 +48,29 @@ def to_networkx(graph=None):
     return nx.from_numpy_array((dense + dense.T) > 0)
 
 
-def split_edges(graph=None, test_fraction=0.2, seed=0):
+def split_edges(graph=None, test_fraction=0.2, seed=0, validation_fraction=0.0):
     """Seeded train/test split of positive edges with as many sampled negatives.
 
     Returns a dict with `x_train`, `y_train`, `x_test`, `y_test` (node pairs
     and 0/1 labels), `train_graph` (the graph without the test edges) and
-    `num_nodes`.
+    `num_nodes`. With `validation_fraction` > 0 a further fraction of the edges
+    (and as many negatives) is held out of training as `x_val`, `y_val`, and
+    removed from `train_graph` too; the test split is the same as without it.
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"`test_fraction` must be in (0, 1); received {test_fraction!r}.")
+    if not 0.0 <= validation_fraction < 1.0 - test_fraction:
+        raise ValueError(
+            f"`validation_fraction` must be in [0, 1 - test_fraction); received {validation_fraction!r}."
+        )
     g = to_networkx(graph)
     g = nx_relabel(g)
     rng = np.random.default_rng(seed)
     edges = np.array(sorted(tuple(sorted(e)) for e in g.edges()), dtype="int32")
     edges = edges[rng.permutation(len(edges))]
     n_test = max(1, int(round(test_fraction * len(edges))))
-    test_pos, train_pos = edges[:n_test], edges[n_test:]
+    n_val = int(round(validation_fraction * len(edges)))
+    test_pos, val_pos, train_pos = edges[:n_test], edges[n_test : n_test + n_val], edges[n_test + n_val :]
 
     n = g.number_of_nodes()
     existing = {tuple(e) for e in edges}
@@ -71,10 +78,10 @@ def split_edges(graph=None, test_fraction=0.2, seed=0):
         [(u, v) for u in range(n) for v in range(u + 1, n) if (u, v) not in existing], dtype="int32"
     )
     chosen = candidates[rng.choice(len(candidates), size=len(edges), replace=False)]
-    test_neg, train_neg = chosen[:n_test], chosen[n_test:]
+    test_neg, val_neg, train_neg = chosen[:n_test], chosen[n_test : n_test + n_val], chosen[n_test + n_val :]
 
     train_graph = g.copy()
-    train_graph.remove_edges_from(map(tuple, test_pos))
+    train_graph.remove_edges_from(map(tuple, np.concatenate([test_pos, val_pos])))
 
     def stack(pos, neg):
         x = np.concatenate([pos, neg]).astype("int32")
@@ -84,7 +91,11 @@ def split_edges(graph=None, test_fraction=0.2, seed=0):
 
     x_train, y_train = stack(train_pos, train_neg)
     x_test, y_test = stack(test_pos, test_neg)
+    validation = {}
+    if n_val:
+        validation["x_val"], validation["y_val"] = stack(val_pos, val_neg)
     return {
+        **validation,
         "x_train": x_train,
         "y_train": y_train,
         "x_test": x_test,

@@ -126,7 +126,7 @@ def load_data(source="auto", path=None):
         if source == "keras":
             raise
         print(
-            f"keras_optzoo: MNIST download unavailable ({type(err).__name__}); "
+            f"keras_optzoo: MNIST download unavailable ({type(err).__name__}: {err}); "
             f"using the embedded 10k MNIST test files in {EMBEDDED_DIR} (8,000 train / 2,000 test)."
         )
         return load_embedded()

@@ -1,0 +1,116 @@
+"""The benchmark's three tasks and their train / validation / test splits.
+
+The validation split is carved out of the training data (a fixed 20 %), so
+that the tuned protocol picks learning rates without looking at the test set;
+`Split.without_test()` is what the selection phase receives.
+"""
+
+from typing import Callable, NamedTuple, Optional
+
+import numpy as np
+
+VALIDATION_FRACTION = 0.2
+
+
+class Split(NamedTuple):
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: Optional[np.ndarray]
+    y_test: Optional[np.ndarray]
+    graph: object = None  # Karate: the training graph (validation and test edges removed)
+
+    def without_test(self):
+        return self._replace(x_test=None, y_test=None)
+
+
+class Task(NamedTuple):
+    name: str
+    title: str  # tables and plots
+    model: str  # the CSV's `model` column
+    epochs: int  # default budget
+    batch_size: int
+    relative_cost: float  # seconds of an epoch relative to an MLP epoch (first-order), for the ETA
+    build: Callable  # build(split, regularization) -> keras.Model
+    loss: str
+    metrics: Callable  # () -> list of Keras metrics
+    paper: str  # where the experiment comes from
+
+
+def _mlp(split, regularization):
+    from keras_optzoo.tasks import mnist
+
+    return mnist.mlp(regularization=regularization)
+
+
+def _cnn(split, regularization):
+    from keras_optzoo.tasks import mnist
+
+    return mnist.cnn(filters=CNN_FILTERS, dense=CNN_DENSE)
+
+
+def _karate_model(kind):
+    def build(split, regularization):
+        from keras_optzoo.tasks import karate
+
+        return karate.gcn(split.graph) if kind == "gcn" else karate.conv1d(split.graph.number_of_nodes())
+
+    return build
+
+
+def _accuracy():
+    return ["accuracy"]
+
+
+def _accuracy_auc():
+    import keras
+
+    return ["accuracy", keras.metrics.AUC(name="auc")]
+
+
+# The CNN at a width that fits the 15-minute budget with the second-order
+# methods on torch (whose double backward through Conv2D is the slowest),
+# trained on the first CNN_TRAIN images of the training split.
+CNN_FILTERS, CNN_DENSE, CNN_TRAIN = 8, 32, 2000
+
+TASKS = {
+    "mnist-mlp": Task("mnist-mlp", "MNIST, MLP 784-500-10 (linear hidden layer)", "mlp-784-500-10", 3, 64, 1.0,
+                      _mlp, "sparse_categorical_crossentropy", _accuracy, "paper 001, Figs. 1-2"),
+    "mnist-cnn": Task("mnist-cnn", "MNIST, small CNN (Conv2D-BatchNorm-Pool x2, Dense)",
+                      f"cnn-{CNN_FILTERS}-{2 * CNN_FILTERS}-{CNN_DENSE}", 3, 64, 2.0, _cnn,
+                      "sparse_categorical_crossentropy", _accuracy, "this benchmark"),
+    "karate": Task("karate", "Karate Club link prediction (GCN)", "gcn", 40, 16, 0.05,
+                   _karate_model("gcn"), "binary_crossentropy", _accuracy_auc, "paper 001, Figs. 3-4"),
+}
+ORDER = tuple(TASKS)  # tables and plots follow this order
+
+
+def karate_task(kind):
+    """The Karate task with `kind` ("gcn" or "conv1d", paper 001's model)."""
+    title = "Karate Club link prediction (" + ("GCN" if kind == "gcn" else "Conv1D, paper 001's model") + ")"
+    return TASKS["karate"]._replace(title=title, model=kind, build=_karate_model(kind))
+
+
+def _carve_validation(x, y):
+    """The last VALIDATION_FRACTION of a fixed permutation of the training data."""
+    order = np.random.default_rng(1234).permutation(len(x))
+    n_val = int(round(VALIDATION_FRACTION * len(x)))
+    train, val = order[:-n_val], order[-n_val:]
+    return x[train], y[train], x[val], y[val]
+
+
+def mnist_splits(data, cnn_train=CNN_TRAIN):
+    """{"mnist-mlp": Split, "mnist-cnn": Split} from `((x_train, y_train), (x_test, y_test))`."""
+    (x_train, y_train), (x_test, y_test) = data
+    x_tr, y_tr, x_val, y_val = _carve_validation(x_train, y_train)
+    mlp = Split(x_tr, y_tr, x_val, y_val, x_test, y_test)
+    return {"mnist-mlp": mlp, "mnist-cnn": mlp._replace(x_train=x_tr[:cnn_train], y_train=y_tr[:cnn_train])}
+
+
+def karate_split(seed):
+    """The Karate edges split for `seed` (a new split per seed, as the seeds vary the data)."""
+    from keras_optzoo.tasks import karate
+
+    s = karate.split_edges(seed=seed, validation_fraction=VALIDATION_FRACTION)
+    return Split(s["x_train"], s["y_train"], s["x_val"], s["y_val"], s["x_test"], s["y_test"], s["train_graph"])
