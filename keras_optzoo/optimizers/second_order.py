@@ -203,8 +203,9 @@ class Newton(SecondOrderOptimizer):
 
     Defaults: lr 1.0 (a full Newton step), method "diagonal", curvature
     "hessian", damping 1.0 (the start of the adaptive lambda), adaptive
-    damping, 10 CG iterations, preconditioning on, interval 1 (the defaults
-    sweep in docs/defaults.md).
+    damping, 20 CG iterations, preconditioning on, interval 1 (the defaults
+    sweep in docs/defaults.md: with 10 iterations Newton-CG reached 81-88 %
+    training accuracy on the MNIST MLP after 48 steps, with 20 91 %).
 
     {{base_kwargs}}
     """
@@ -212,7 +213,7 @@ class Newton(SecondOrderOptimizer):
     _hyperparameters = ("method", "curvature", "damping", "adaptive_damping", "cg_iterations", "precondition")
 
     def __init__(self, learning_rate=1.0, method="diagonal", curvature="hessian", damping=1.0, adaptive_damping=True,
-                 cg_iterations=10, precondition=True, **kwargs):
+                 cg_iterations=20, precondition=True, **kwargs):
         super().__init__(learning_rate=learning_rate, **kwargs)
         v = _validation
         self.method = v.choice("method", method, ("diagonal", "cg"))
