@@ -21,8 +21,8 @@ CASES = {
     "Adam": "kz.Adam(1e-3)",
     "Hybrid k=3": "kz.Hybrid(1e-3, hessian_update_interval=3)",
     "SophiaH k=10": "kz.SophiaH(1e-3)",
-    "SophiaG k=3": "kz.SophiaG(1e-3, hessian_update_interval=3)",
     "Newton-CG": "kz.Newton(0.05, method='cg', damping=1.0, cg_iterations=3)",
+    "Newton diagonal k=3": "kz.Newton(0.05, damping=1.0, hessian_update_interval=3)",
 }
 
 SCRIPT = r"""

@@ -70,10 +70,10 @@ def test_fused_kernel_is_used(name, make):
     assert (all_at_once, one) == (used == "all", used == "one")
 
 
-def test_no_fused_kernel_for_ema_momentum_and_newton():
+def test_no_fused_kernel_for_ema_momentum_and_newton_takes_sgds():
     assert kz.Momentum(form="ema")._fused_spec() is None
-    assert kz.Newton()._fused_spec() is None
-    assert kz.Newton(method="cg")._fused_spec() is None
+    # Newton's update is theta -= lr d with d in the gradient's place: SGD's kernel.
+    assert kz.Newton()._fused_spec() == kz.Newton(method="cg")._fused_spec() == kz.SGD()._fused_spec()
 
 
 # Second-order optimizers with a kernel (torch `_foreach`): each case steps

@@ -131,7 +131,7 @@ class CurvatureUpdate:
             return gauss_newton_product(oracle, self._loss_of_outputs(y, sample_weight))
         return oracle.hvp
 
-    def _newton(self, oracle, grads, loss, loss_at, step, previous, product=None):
+    def _newton(self, oracle, grads, loss, loss_at, step, previous, product=None, replica_sum=None):
         """The direction d of a damped Newton step theta <- theta - lr d, and
         the Levenberg-Marquardt update of the damping lambda (Martens 2010):
         rho = (f(theta - d) - f(theta)) / (q(-d) - q(0)) on the step's batch,
@@ -144,7 +144,12 @@ class CurvatureUpdate:
         if request.method == "diagonal":
             d_prev = previous[n + 1:]
             refresh = self.optimizer.is_refresh(step)
-            diag = _select(refresh, lambda: hutchinson(product, probes(request, grads, step)), lambda: list(d_prev))
+            if replica_sum is None:
+                diag = _select(refresh, lambda: hutchinson(product, probes(request, grads, step)), lambda: list(d_prev))
+            else:  # each replica's share under the cond, one sum outside it (a collective cannot run inside)
+                local = _select(refresh, lambda: hutchinson(self._product(oracle), probes(request, grads, step)),
+                                lambda: [ops.zeros_like(d) for d in d_prev])  # fmt: skip
+                diag = [ops.where(refresh, s, ops.cast(p, s.dtype)) for s, p in zip(replica_sum(local), d_prev)]
             diag = self._keep_finite(diag, d_prev)
             direction = [g / (ops.abs(h) + damping) for g, h in zip(grads, diag)]
             curvature = dot(direction, [ops.abs(h) * d for h, d in zip(diag, direction)])
@@ -176,7 +181,11 @@ class CurvatureUpdate:
             summed = lambda vectors: replica_sum(product(vectors))  # noqa: E731
             loss_at = lambda deltas: replica_sum([oracle.loss_at(deltas)])[0]  # noqa: E731
             loss = replica_sum([oracle.loss])[0]
-            return self._newton(oracle, replica_sum(oracle.grads), loss, loss_at, step, previous, summed)
+            new = self._newton(oracle, replica_sum(oracle.grads), loss, loss_at, step, previous, summed, replica_sum)
+            # Newton hands `apply` its (global) direction as the gradient, and
+            # Keras sums gradients over the replicas there: each gives 1 / R.
+            replicas, n = replica_sum([ops.ones(())])[0], len(oracle.grads)
+            return [d / ops.cast(replicas, d.dtype) for d in new[:n]] + new[n:]
         replicas = replica_sum([ops.ones(())])[0]
         if self.always:
             local = self._linear_part(oracle, step)

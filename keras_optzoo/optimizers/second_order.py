@@ -483,7 +483,9 @@ class SophiaG(SophiaH):
     needs one extra backward pass and no second-order derivative. It needs a
     crossentropy loss (sparse categorical, categorical or binary; from
     probabilities or `from_logits`); the curvature of the regularization
-    losses and sample weights are not in the estimate.
+    losses and sample weights are not in the estimate. Under tf.distribute
+    each replica draws the labels of its share of the batch from its own
+    stream (the same distribution as on one device, not the same draws).
 
     Defaults: SophiaH's (betas 0.965 / 0.99, interval 10, gamma 0.05, the
     paper's Sophia-G setting, epsilon 1e-12, lr 2e-3 from the defaults

@@ -37,13 +37,10 @@ class Oracle:
     for, computed when first asked (inside the refresh branch of the step's
     `cond`, so nothing runs on other steps).
 
-    The step's loss is evaluated again statelessly (`stateless_loss`) at the
-    step's weights with the non-trainable state from before the step's
-    forward pass: the same dropout masks and batch statistics as the
-    gradient, and BatchNormalization's moving statistics are not updated a
-    second time. One forward pass under a persistent tape serves every
-    Hessian-vector product (`hvp`), Jacobian product (`vjp`, `jvp`) of the
-    refresh; `loss_at(deltas)` is the loss at weights + deltas.
+    The step's loss is evaluated again statelessly (`stateless_loss`) from the
+    non-trainable state before the step's forward pass: the same dropout masks
+    and batch statistics, no second update of moving statistics. One pass under
+    a persistent tape serves every `hvp`, `vjp`, `jvp` of the refresh.
     """
 
     def __init__(self, model, data, non_trainable, grads, loss):
@@ -136,8 +133,11 @@ class HessianProgram:
 
 
 def uniform(like, seed, step):
-    """Uniform [0, 1) float32 numbers shaped like the tensor `like`, a function of (seed, step)."""
-    seed = tf.stack([tf.constant(seed, tf.int32), tf.cast(step, tf.int32)])
+    """Uniform [0, 1) float32 numbers shaped like the tensor `like`, a function of
+    (seed, step), and of the replica under tf.distribute (each its own rows' draws)."""
+    context = tf.distribute.get_replica_context()
+    replica = tf.cast(context.replica_id_in_sync_group, tf.int32) if context is not None else 0
+    seed = tf.stack([tf.constant(seed, tf.int32) + 7919 * replica, tf.cast(step, tf.int32)])
     return tf.random.stateless_uniform(tf.shape(like), seed=seed)
 
 
