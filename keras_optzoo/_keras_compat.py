@@ -14,13 +14,17 @@ are listed too: if Keras stopped calling them our fused kernels would
 silently stop running.
 """
 
+import contextlib
+import importlib
+
 import keras
 
 CHECKED_KERAS = "3.15.1"
 
 # (owner, attribute): owner is "Model" (a compiled keras.Model), "Optimizer"
 # (a built keras.optimizers.Optimizer), "JAXTrainer" (keras.Model on the JAX
-# backend) or "MonitorCallback" (keras.callbacks.EarlyStopping).
+# backend), "MonitorCallback" (keras.callbacks.EarlyStopping) or
+# "TensorFlowNN" (the module keras.src.backend.tensorflow.nn, TF backend only).
 PRIVATE_NAMES = (
     ("Model", "_compute_loss"),
     ("Model", "_compile_loss"),
@@ -35,6 +39,7 @@ PRIVATE_NAMES = (
     ("Optimizer", "_apply_weight_decay"),
     ("MonitorCallback", "_set_monitor_op"),
     ("MonitorCallback", "_is_improvement"),
+    ("TensorFlowNN", "_compute_moments"),
 )
 
 
@@ -78,6 +83,23 @@ def update_metrics_stateless(model, metrics_values, loss, x, y, y_pred, sample_w
     metric values; returns (logs, new metric values) (Keras 3.15:
     `JAXTrainer._update_metrics_variables`, used by its own train_step)."""
     return model._update_metrics_variables(metrics_values, loss, x, y, y_pred, sample_weight)
+
+
+@contextlib.contextmanager
+def tensorflow_moments(compute):
+    """While the block runs (on TensorFlow: while a step is traced), the batch
+    statistics of BatchNormalization, LayerNormalization and
+    GroupNormalization come from `compute(x, axes, keepdims) -> (mean,
+    variance)` (Keras 3.15: `keras.src.backend.tensorflow.nn.moments` calls
+    the module's `_compute_moments`, i.e. `tf.nn.moments`, whose variance
+    stops the gradient at the mean: right gradients, wrong Hessians)."""
+    module = importlib.import_module("keras.src.backend.tensorflow.nn")
+    original = module._compute_moments
+    module._compute_moments = compute
+    try:
+        yield
+    finally:
+        module._compute_moments = original
 
 
 # -- optimizers ---------------------------------------------------------------

@@ -6,6 +6,7 @@ import its own layer or lower ones; tensorflow/jax/torch only in `backend`.
 """
 
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
@@ -72,9 +73,9 @@ def test_frameworks_are_imported_only_in_backend():
 def test_backend_files_are_split_by_job_and_short():
     for name in FRAMEWORKS:
         files = sorted(p.name for p in (PACKAGE / "backend" / name).glob("*.py"))
-        # The kernels job may be split into parts named after it
-        # (kernels_second_order.py) to keep each file short.
-        jobs = [f for f in files if not f.startswith("kernels_")]
+        # A job may be split into parts named after it (kernels_second_order.py,
+        # hvp_moments.py) to keep each file short.
+        jobs = [f for f in files if not f.startswith(("kernels_", "hvp_", "train_step_"))]
         assert jobs == ["__init__.py", "hvp.py", "kernels.py", "train_step.py"], (name, files)
         for path in (PACKAGE / "backend" / name).glob("*.py"):
             assert len(path.read_text().splitlines()) <= 150, f"{path} is too long to read in one sitting"
@@ -104,11 +105,15 @@ def _owner(kind):
         return optimizer
     if kind == "MonitorCallback":
         return keras.callbacks.EarlyStopping()
+    if kind == "TensorFlowNN":
+        return importlib.import_module("keras.src.backend.tensorflow.nn")
     raise AssertionError(kind)
 
 
 # JAX's trainer exists only on the JAX backend: that name is checked there.
-CHECKED = [(o, n) for o, n in _keras_compat.PRIVATE_NAMES if o != "JAXTrainer" or BACKEND == "jax"]
+# TensorFlow's backend module is imported only on TensorFlow.
+ONLY_ON = {"JAXTrainer": "jax", "TensorFlowNN": "tensorflow"}
+CHECKED = [(o, n) for o, n in _keras_compat.PRIVATE_NAMES if ONLY_ON.get(o, BACKEND) == BACKEND]
 
 
 @pytest.mark.parametrize("owner, name", CHECKED, ids=[f"{o}.{n}" for o, n in CHECKED])

@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from keras_optzoo.backend._common import check_scalar, dot, stateless_loss
+from keras_optzoo.backend.tensorflow.hvp_moments import exact_function
 
 
 def dense(gradient):
@@ -95,9 +96,8 @@ class Oracle:
 
 
 class HessianProgram:
-    """The loss of `model` under `loss_fn`, its gradient and HVPs, as
-    `tf.function`s traced once per batch shape and reused for every
-    evaluation (the weights are read from the variables at each call)."""
+    """The loss of `model` under `loss_fn`, its gradient and HVPs, as `tf.function`s traced
+    once per batch shape and reused (the weights are read from the variables at each call)."""
 
     def __init__(self, model, loss_fn):
         self.model = model
@@ -117,8 +117,8 @@ class HessianProgram:
                 product = dot(value_and_grad(x, y)[1], vectors)
             return [dense(h) for h in outer.gradient(product, variables)]
 
-        self._value_and_grad = tf.function(value_and_grad)
-        self._hvp = tf.function(hvp)
+        self._value_and_grad = exact_function(value_and_grad)
+        self._hvp = exact_function(hvp)
 
     def evaluate(self, x, y):
         """(loss, grads, hvp) at the model's current weights and (x, y)."""

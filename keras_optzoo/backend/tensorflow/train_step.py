@@ -7,6 +7,7 @@ import tensorflow as tf
 from keras_optzoo import _keras_compat as compat
 from keras_optzoo.backend import _common
 from keras_optzoo.backend.tensorflow.hvp import Oracle, dense
+from keras_optzoo.backend.tensorflow.hvp_moments import exact_moments
 
 
 @contextlib.contextmanager
@@ -28,7 +29,13 @@ def train_step(model, data, curvature):
     into the optimizer's curvature slots. The curvature's derivatives come
     from an `Oracle` that evaluates this step's loss again, statelessly and
     only inside the refresh branch of `curvature`'s cond (so a step that
-    does not refresh costs what a first-order step costs)."""
+    does not refresh costs what a first-order step costs). Traced with
+    batch statistics whose Hessian is right (`hvp_moments`)."""
+    with exact_moments():
+        return _train_step(model, data, curvature)
+
+
+def _train_step(model, data, curvature):
     outer, opt = _common.optimizers_of(model)
     x, y, sample_weight = _common.unpack(data)
     # The state the forward pass starts from (dropout seeds, moving
