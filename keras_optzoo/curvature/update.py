@@ -21,10 +21,9 @@ _SAMPLED_LOSSES = {
 }  # fmt: skip
 
 
-def probes(request, variables, step, count=None):
+def probes(request, variables, step):
     """The request's Rademacher probes at `step` (probe j from seed + 7919 j)."""
-    count = request.num_probes if count is None else count
-    return [backend.rademacher(variables, request.seed + 7919 * j, step) for j in range(count)]
+    return [backend.rademacher(variables, request.seed + 7919 * j, step) for j in range(request.num_probes)]
 
 
 def sampled_loss_kind(model):
@@ -77,10 +76,13 @@ class CurvatureUpdate:
         self.optimizer = optimizer
         self.request = request = optimizer.curvature_request()
         self.always = request.kind == "newton" or request.interval == 1
-        self.needs = {"gauss_newton_bartlett": {"outputs"}}.get(request.kind, {"hessian"})
-        if request.kind == "newton":
+        if request.kind == "gauss_newton_bartlett":
+            self.needs = {"outputs"}
+        elif request.kind == "newton":
             self.needs = {"outputs" if request.matrix == "ggn" else "hessian"}
             self.needs |= {"loss_at"} if request.adaptive_damping else set()
+        else:
+            self.needs = {"hessian"}
         self._model = model
         if request.kind == "gauss_newton_bartlett":
             self._sampling = sampled_loss_kind(model)
@@ -98,11 +100,13 @@ class CurvatureUpdate:
         cotangent = backend.output_grad(self._loss_of_outputs(labels), oracle.outputs)
         return oracle.vjp(cotangent)
 
-    def _finish(self, summed, batch_size):
+    def _finish(self, summed, oracle, replicas=1):
+        """The estimate from the sum of the replicas' linear parts."""
         if self.request.kind == "diagonal":
             return summed
         # Gauss-Newton-Bartlett: B * g_hat^2, g_hat the mean gradient over the
-        # batch of B examples at the sampled labels.
+        # batch of B examples (all replicas') at the sampled labels.
+        batch_size = ops.cast(ops.shape(oracle.outputs)[0], "float32") * ops.cast(replicas, "float32")
         return [ops.multiply(ops.square(g), ops.cast(batch_size, g.dtype)) for g in summed]
 
     @staticmethod
@@ -112,8 +116,7 @@ class CurvatureUpdate:
     def compute(self, oracle, step, previous):
         if self.request.kind == "newton":
             return self._newton(oracle, oracle.grads, oracle.loss, oracle.loss_at, step, previous)
-        batch_size = ops.shape(oracle.outputs)[0] if self.request.kind != "diagonal" else 1
-        return self._keep_finite(self._finish(self._linear_part(oracle, step), batch_size), previous)
+        return self._keep_finite(self._finish(self._linear_part(oracle, step), oracle), previous)
 
     def __call__(self, oracle, step, previous, replica_sum=None):
         if replica_sum is not None:
@@ -195,10 +198,7 @@ class CurvatureUpdate:
                 lambda: self._linear_part(oracle, step),
                 lambda: [ops.zeros_like(p) for p in previous],
             )
-        batch_size = 1
-        if self.request.kind != "diagonal":
-            batch_size = ops.cast(ops.shape(oracle.outputs)[0], "float32") * replicas
-        new = self._finish(replica_sum(local), batch_size)
+        new = self._finish(replica_sum(local), oracle, replicas)
         if not self.always:
             refresh = self.optimizer.is_refresh(step)
             new = [ops.where(refresh, s, ops.cast(p, s.dtype)) for s, p in zip(new, previous)]

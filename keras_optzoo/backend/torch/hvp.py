@@ -98,17 +98,20 @@ class HessianProgram:
         return loss.detach(), [g.detach() for g in grads], hvp_from(grads, params)
 
 
+def _generator(seed, step):
+    """A host generator whose stream is a function of (seed, step)."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
+
+
 def uniform(like, seed, step):
     """Uniform [0, 1) float32 numbers shaped like (and on the device of) the
     tensor `like`, a function of (seed, step)."""
-    generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
-    return torch.rand(tuple(like.shape), generator=generator).to(like.device)
+    return torch.rand(tuple(like.shape), generator=_generator(seed, step)).to(like.device)
 
 
 def rademacher(variables, seed, step):
     """+-1 probes shaped like `variables`, a function of (seed, step)."""
-    generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
-    out = []
+    generator, out = _generator(seed, step), []
     for v in variables:
         like = getattr(v, "value", v)  # a variable or a tensor shaped like one
         # Drawn as floats (no int64 temporaries), then 2 b - 1 in place.
