@@ -15,6 +15,7 @@ models (Newton: never diverges, >= 85 % training accuracy on both).
 import argparse
 import math
 import time
+from functools import partial
 
 import keras
 
@@ -64,11 +65,18 @@ DEFAULTS = {
     "Hybrid()": kz.Hybrid, "AdaHessian()": kz.AdaHessian, "SophiaH()": kz.SophiaH, "SophiaG()": kz.SophiaG,
     "Newton()": kz.Newton, "Newton(method='cg')": lambda: kz.Newton(method="cg"),
 }  # fmt: skip
+# The second, multi-seed sweep (`--grid --seeds 5`): learning rate x the constant that bounds the step.
+GRID = {"Adam()": lambda: keras.optimizers.Adam()}
+for _lr, _gamma in ((2e-3, 0.05), (3e-3, 0.05), (3e-3, 0.1), (3e-3, 0.2), (5e-3, 0.1), (5e-3, 0.2), (1e-2, 0.2)):
+    for _cls in (kz.SophiaH, kz.SophiaG):
+        GRID[f"{_cls.__name__}(lr={_lr:g}, gamma={_gamma:g})"] = partial(_cls, _lr, gamma=_gamma)
+for _lr, _eps in ((0.1, 0.1), (0.15, 0.1), (0.1, 0.03), (0.2, 0.3), (0.3, 0.3), (0.05, 0.03)):
+    GRID[f"AdaHessian(lr={_lr:g}, epsilon={_eps:g})"] = partial(kz.AdaHessian, _lr, epsilon=_eps)
 MODELS = {"MLP": lambda: mnist.mlp("relu"), "CNN": mnist.cnn}
 
 
-def train(make_model, make_optimizer, x, y, epochs):
-    keras.utils.set_random_seed(0)
+def train(make_model, make_optimizer, x, y, epochs, seed=0):
+    keras.utils.set_random_seed(seed)
     model = kz.with_curvature(make_model())
     model.compile(optimizer=make_optimizer(), loss=mnist.LOSS, metrics=["accuracy"])
     start = time.perf_counter()
@@ -80,26 +88,37 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (weights and batch order); mean shown")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated, from " + ", ".join(MODELS))
     parser.add_argument("--only", default="", help="comma-separated substrings of candidate names")
     parser.add_argument("--defaults", action="store_true", help="only the shipped defaults (no arguments) and Adam()")
+    parser.add_argument("--grid", action="store_true", help="the learning-rate x gamma/epsilon grid (GRID)")
     args = parser.parse_args(argv)
-    candidates = DEFAULTS if args.defaults else CANDIDATES
+    candidates = DEFAULTS if args.defaults else GRID if args.grid else CANDIDATES
+    models = {m: MODELS[m] for m in args.models.split(",")}
     (x, y), _ = mnist.load_embedded()
     x, y = x[: args.images], y[: args.images]
     names = [n for n in candidates if not args.only or n == "Adam()" or any(s in n for s in args.only.split(","))]
-    print(f"backend {keras.backend.backend()}, {len(x)} images, {args.epochs} epochs, batch 64")
-    print("| setting | " + " | ".join(f"{m} loss | {m} acc." for m in MODELS) + " |")
-    print("|---|" + "---|---|" * len(MODELS))
+    seeds = range(args.seeds)
+    print(f"backend {keras.backend.backend()}, {len(x)} images, {args.epochs} epochs, batch 64, seeds {list(seeds)}")
+    wins = " | wins" if args.seeds > 1 else ""
+    print("| setting | " + " | ".join(f"{m} loss | {m} acc.{wins}" for m in models) + " |")
+    print("|---|" + "---|---|" * len(models) + "---|" * len(models) * (args.seeds > 1))
     adam = {}
     for name in names:
         cells = []
-        for model_name, make_model in MODELS.items():
-            loss, acc, _ = train(make_model, candidates[name], x, y, args.epochs)
-            adam.setdefault(model_name, loss)
-            mark = "" if not math.isfinite(loss) or loss > adam[model_name] else " *"
-            cells.append(f"{loss:.3f}{mark} | {100 * acc:.1f} %")
+        for model_name, make_model in models.items():
+            runs = [train(make_model, candidates[name], x, y, args.epochs, seed)[:2] for seed in seeds]
+            losses = [loss for loss, _ in runs]
+            adam.setdefault(model_name, losses)
+            loss, acc = sum(losses) / len(runs), sum(a for _, a in runs) / len(runs)
+            mark = "" if not math.isfinite(loss) or loss > sum(adam[model_name]) / len(runs) else " *"
+            cell = f"{loss:.3f}{mark} | {100 * acc:.1f} %"
+            if args.seeds > 1:  # on how many seeds it ends no higher than Adam from the same weights
+                cell += f" | {sum(a >= b for a, b in zip(adam[model_name], losses))}/{len(runs)}"
+            cells.append(cell)
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
-    print("\n* = training loss no higher than Adam()'s on that model")
+    print("\n* = mean training loss no higher than Adam()'s on that model")
 
 
 if __name__ == "__main__":

@@ -38,15 +38,16 @@ def train_step(model, data, curvature):
 def _train_step(model, data, curvature):
     outer, opt = _common.optimizers_of(model)
     x, y, sample_weight = _common.unpack(data)
-    # The state the forward pass starts from (dropout seeds, moving
-    # statistics), read before it: the oracle's re-evaluation starts there too.
-    before = [tf.identity(v.value) for v in model.non_trainable_variables]
     context = tf.distribute.get_replica_context()
     distributed = context is not None and context.num_replicas_in_sync > 1
     # A step that refreshes every time (interval 1, Newton) takes its HVPs
     # from this pass, recorded by a persistent tape (not under a loss scale,
     # whose scaled second derivatives overflow in float16).
     reuse = curvature.always and not distributed and not _common.scales_loss(outer)
+    # The state the forward pass starts from (dropout seeds, moving
+    # statistics), read before it, for an oracle that evaluates the loss again.
+    again = not reuse or "loss_at" in curvature.needs
+    before = [tf.identity(v.value) for v in model.non_trainable_variables] if again else []
     with tf.control_dependencies(before), (tf.GradientTape(persistent=True) if reuse else _nothing()) as second:
         with tf.GradientTape() as tape:
             y_pred = model(x, training=True)
