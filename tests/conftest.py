@@ -12,6 +12,22 @@ BACKEND = keras.backend.backend()
 SHAPES = [(), (7,), (5, 3), (2, 3, 4)]
 
 
+class PlainNormalization(keras.layers.Layer):
+    """A BatchNormalization (training mode, `axis=0`: statistics of the batch)
+    or LayerNormalization (`axis=-1`) written out in plain ops on the given
+    layer's gamma and beta: no `ops.moments`, an independent reference for
+    the second derivatives through the statistics."""
+
+    def __init__(self, norm, axis):
+        super().__init__()
+        self.norm, self.axis, self.gamma, self.beta = norm, axis, norm.gamma, norm.beta
+
+    def call(self, h):
+        mean = keras.ops.mean(h, axis=self.axis, keepdims=True)
+        variance = keras.ops.mean(keras.ops.square(h - mean), axis=self.axis, keepdims=True)
+        return (h - mean) / keras.ops.sqrt(variance + self.norm.epsilon) * self.gamma + self.beta
+
+
 def random_problem(steps, seed=0, shapes=SHAPES):
     """Initial values and a sequence of gradients, all float32."""
     rng = np.random.default_rng(seed)

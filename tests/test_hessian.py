@@ -6,7 +6,7 @@ import pytest
 
 import keras
 import keras_optzoo as kz
-from conftest import BACKEND
+from conftest import BACKEND, PlainNormalization
 from keras_optzoo.curvature import Hessian
 from test_curvature import _data, _exact_hessian, _flat, _mlp
 
@@ -31,19 +31,6 @@ def test_hessian_object_follows_the_weights_and_matches_numpy():
             w.assign(w * 0.5 + 0.1)
 
 
-class _PlainLayerNorm(keras.layers.Layer):
-    """LayerNormalization written out in plain ops, on a given layer's gamma and beta."""
-
-    def __init__(self, norm):
-        super().__init__()
-        self.norm, self.gamma, self.beta = norm, norm.gamma, norm.beta
-
-    def call(self, h):
-        mean = keras.ops.mean(h, axis=-1, keepdims=True)
-        variance = keras.ops.mean(keras.ops.square(h - mean), axis=-1, keepdims=True)
-        return (h - mean) / keras.ops.sqrt(variance + self.norm.epsilon) * self.gamma + self.beta
-
-
 def test_hessian_of_a_layer_norm_model_is_that_of_its_plain_ops():
     """Normalization statistics have the second derivatives of their formula
     on every backend (TensorFlow's own moments stop the gradient inside the
@@ -53,7 +40,8 @@ def test_hessian_of_a_layer_norm_model_is_that_of_its_plain_ops():
     norm = keras.layers.LayerNormalization()
     model = keras.Sequential([keras.Input((x.shape[1],)), keras.layers.Dense(6), norm,
                               keras.layers.Activation("tanh"), keras.layers.Dense(3, activation="softmax")])  # fmt: skip
-    plain = keras.Sequential([keras.Input((x.shape[1],)), model.layers[0], _PlainLayerNorm(norm), *model.layers[2:]])
+    plain = keras.Sequential([keras.Input((x.shape[1],)), model.layers[0], PlainNormalization(norm, axis=-1),
+                              *model.layers[2:]])  # fmt: skip
     rng = np.random.default_rng(2)
     v = [rng.standard_normal(tuple(w.shape)).astype("float32") for w in model.trainable_variables]
     got, want = Hessian(model, LOSS, x, y).hvp(v), Hessian(plain, LOSS, x, y).hvp(v)

@@ -8,7 +8,7 @@ import pytest
 
 import keras
 import keras_optzoo as kz
-from conftest import BACKEND
+from conftest import BACKEND, PlainNormalization
 from keras_optzoo import backend
 from keras_optzoo.curvature.estimators import conjugate_gradient
 from keras_optzoo.curvature.update import probes
@@ -86,20 +86,6 @@ def test_curvature_of_a_dropout_step_uses_the_steps_mask():
         np.testing.assert_allclose(keras.ops.convert_to_numpy(slot), want, rtol=2e-4, atol=1e-6)
 
 
-class _BatchStatistics(keras.layers.Layer):
-    """BatchNormalization's training-mode output written out in plain ops, on
-    the gamma and beta of a given BatchNormalization layer (no `ops.moments`)."""
-
-    def __init__(self, bn):
-        super().__init__()
-        self.bn, self.gamma, self.beta = bn, bn.gamma, bn.beta
-
-    def call(self, h):
-        mean = keras.ops.mean(h, axis=0)
-        variance = keras.ops.mean(keras.ops.square(h - mean), axis=0)
-        return (h - mean) / keras.ops.sqrt(variance + self.bn.epsilon) * self.gamma + self.beta
-
-
 @pytest.mark.parametrize("interval", [1, 2], ids=["step_pass", "re_evaluated"])
 def test_curvature_of_a_batchnorm_step_is_the_hessian_of_its_batch_statistics(interval):
     """The Hutchinson estimate of a step through BatchNormalization (training
@@ -115,7 +101,7 @@ def test_curvature_of_a_batchnorm_step_is_the_hessian_of_its_batch_statistics(in
     opt = kz.Hybrid(0.0, hessian_update_interval=interval)
     model.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
     model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
-    plain = keras.Sequential([keras.Input((6,)), base.layers[0], _BatchStatistics(bn), base.layers[2],
+    plain = keras.Sequential([keras.Input((6,)), base.layers[0], PlainNormalization(bn, axis=0), base.layers[2],
                               base.layers[3]])  # fmt: skip
     assert [v.path for v in plain.trainable_variables] == [v.path for v in base.trainable_variables]
     hessian = kz.curvature.Hessian(plain, keras.losses.SparseCategoricalCrossentropy(), x, y)

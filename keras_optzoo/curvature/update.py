@@ -179,6 +179,7 @@ class CurvatureUpdate:
         return direction + [ops.reshape(damping, ops.shape(previous[n]))] + list(extra)
 
     def _distributed(self, oracle, step, previous, replica_sum):
+        replicas = replica_sum([ops.ones(())])[0]
         if self.request.kind == "newton":
             product = self._product(oracle)
             summed = lambda vectors: replica_sum(product(vectors))  # noqa: E731
@@ -187,9 +188,8 @@ class CurvatureUpdate:
             new = self._newton(oracle, replica_sum(oracle.grads), loss, loss_at, step, previous, summed, replica_sum)
             # Newton hands `apply` its (global) direction as the gradient, and
             # Keras sums gradients over the replicas there: each gives 1 / R.
-            replicas, n = replica_sum([ops.ones(())])[0], len(oracle.grads)
+            n = len(oracle.grads)
             return [d / ops.cast(replicas, d.dtype) for d in new[:n]] + new[n:]
-        replicas = replica_sum([ops.ones(())])[0]
         if self.always:
             local = self._linear_part(oracle, step)
         else:
