@@ -56,8 +56,9 @@ CANDIDATES = {
     "SophiaG(lr=3e-3)": lambda: kz.SophiaG(3e-3),
     "Newton(damping=0.1)": lambda: kz.Newton(damping=0.1),
     "Newton(damping=1)": lambda: kz.Newton(damping=1.0),
-    "Newton(method='cg', damping=1)": lambda: kz.Newton(method="cg", damping=1.0),
-    "Newton(method='cg', curvature='ggn', damping=1)": lambda: kz.Newton(method="cg", curvature="ggn", damping=1.0),
+    # Newton-CG at lr 1, its default when the first sweep ran (now 0.5).
+    "Newton(method='cg', damping=1)": lambda: kz.Newton(1.0, method="cg", damping=1.0),
+    "Newton(method='cg', curvature='ggn', damping=1)": lambda: kz.Newton(1.0, method="cg", curvature="ggn", damping=1.0),
 }
 # The shipped defaults, as a user meets them: no arguments.
 DEFAULTS = {

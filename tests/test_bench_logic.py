@@ -68,8 +68,9 @@ def _signature_default(cls):
 def test_grid_is_log_spaced_around_the_classs_default(name):
     spec = bench_optimizers.AVAILABLE[name]
     default = _signature_default(spec.cls)
-    if not isinstance(default, float):  # Adagrad: None, meaning 0.01 (Keras's is 0.001)
-        default = {"Adagrad": 0.01}[spec.class_name]
+    if not isinstance(default, float):  # None: Adagrad 0.01 (Keras's is 0.001), Newton 1 or 0.5 by method
+        documented = {"Adagrad": 0.01, "Newton": {"diagonal": 1.0, "cg": 0.5}[spec.kwargs.get("method", "diagonal")]}
+        default = documented[spec.class_name]
     grid = spec.grid()
     assert len(grid) >= 4 and grid == sorted(grid)
     assert default in grid

@@ -227,3 +227,14 @@ def test_with_curvature_model_kinds_share_weights_and_save(kind, mnist_small, tm
 def test_bad_second_order_arguments(make, word):
     with pytest.raises((ValueError, TypeError), match=word):
         make()
+
+
+def test_newtons_default_learning_rate_depends_on_the_method_and_survives_serialization():
+    """None means a full step for the diagonal method, half of the CG direction
+    (docs/defaults.md); a rate the user gives is kept, and from_config restores it."""
+    rate = lambda opt: float(keras.ops.convert_to_numpy(opt.learning_rate))  # noqa: E731
+    assert rate(kz.Newton()) == 1.0
+    assert rate(kz.Newton(method="cg")) == 0.5
+    assert rate(kz.Newton(0.2, method="cg")) == pytest.approx(0.2)
+    restored = kz.Newton.from_config(kz.Newton(method="cg").get_config())
+    assert restored.method == "cg" and rate(restored) == 0.5
