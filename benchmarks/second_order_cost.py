@@ -40,7 +40,8 @@ row gives the step's own baseline (gradients, activations). How:
 - JAX: XLA's buffer assignment of the compiled train step,
   `jax.jit(model.train_step, donate_argnums=0).lower(state, batch).compile()
   .memory_analysis()`: temporaries plus outputs not aliased to the donated
-  state. With the refresh inside `lax.cond` this is the larger branch.
+  state; at interval > 1 the refresh step's program (the plain step is a
+  second, smaller program).
 
 Limits: allocator-level counts, not the process's RSS (torch's CPU count
 sees tensors only, not oneDNN scratch or Python objects; TensorFlow's CPU
@@ -151,14 +152,21 @@ def peak_tensorflow(model, x, y):
 
 
 def peak_jax(model, x, y):
+    import functools
+
     import jax
+
+    from keras_optzoo.curvature import CurvatureModel
 
     model.train_on_batch(x, y)  # builds everything the train step reads
     state = model._get_jax_state(  # Keras 3.15: the (trainable, non-trainable, optimizer, metrics) values
         trainable_variables=True, non_trainable_variables=True, optimizer_variables=True, metrics_variables=True,
         purge_model_variables=False,
     )  # fmt: skip
-    compiled = jax.jit(model.train_step, donate_argnums=0).lower(state, (x, y)).compile()
+    step = model.train_step
+    if isinstance(model, CurvatureModel):  # interval > 1: the refresh program (`make_train_function`)
+        step = functools.partial(model.train_step, refresh=True)
+    compiled = jax.jit(step, donate_argnums=0).lower(state, (x, y)).compile()
     m = compiled.memory_analysis()
     if m is None:
         return None

@@ -31,6 +31,8 @@ PRIVATE_NAMES = (
     ("Model", "_compile_config"),
     ("Model", "_loss_tracker"),
     ("JAXTrainer", "_update_metrics_variables"),
+    ("JAXTrainer", "_make_function"),
+    ("JAXTrainer", "_get_state_sharding_spec"),
     ("Optimizer", "_get_variable_index"),
     ("Optimizer", "_trainable_variables"),
     ("Optimizer", "_use_weight_decay"),
@@ -83,6 +85,20 @@ def update_metrics_stateless(model, metrics_values, loss, x, y, y_pred, sample_w
     metric values; returns (logs, new metric values) (Keras 3.15:
     `JAXTrainer._update_metrics_variables`, used by its own train_step)."""
     return model._update_metrics_variables(metrics_values, loss, x, y, y_pred, sample_weight)
+
+
+def jax_step_function(model, step):
+    """JAX: `fit`'s train function around the per-step `step(state, data)`
+    (the loop over `steps_per_execution` batches), as Keras's
+    `make_train_function` builds it (Keras 3.15: `JAXTrainer._make_function`)."""
+    return model._make_function(step)
+
+
+def jax_state_shardings(model):
+    """JAX: the shardings of the train state under the current
+    `keras.distribution`, as Keras's `make_train_function` passes them to
+    `jit` (Keras 3.15: `JAXTrainer._get_state_sharding_spec`)."""
+    return model._get_state_sharding_spec()
 
 
 @contextlib.contextmanager

@@ -111,6 +111,37 @@ def test_curvature_of_a_batchnorm_step_is_the_hessian_of_its_batch_statistics(in
         np.testing.assert_allclose(keras.ops.convert_to_numpy(slot), want, rtol=1e-3, atol=1e-5, err_msg=v.path)
 
 
+@pytest.mark.parametrize("skip_nonfinite", [False, True])
+def test_refreshes_land_on_every_kth_step_across_fit_calls_and_train_on_batch(skip_nonfinite):
+    """Interval 3: the estimate is rewritten at steps 0, 3, 6, ... however the
+    steps arrive (two `fit` calls, `train_on_batch` between them, several
+    steps per execution where the backend has them). Each batch is a constant
+    c, so the exact Hutchinson estimate of MSE(c w, 0) in the scalar w is
+    2 c^2 and the slot names the step that last refreshed it."""
+    model = kz.with_curvature(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)]))
+    opt = kz.SophiaH(1e-6, hessian_update_interval=3, skip_nonfinite=skip_nonfinite)
+    model.compile(optimizer=opt, loss="mse", steps_per_execution=1 if BACKEND == "torch" else 2)
+    batches = lambda first, count: np.repeat(np.arange(first, first + count, dtype="float32") + 1, 4)[:, None]  # noqa: E731
+    slot = lambda: float(keras.ops.convert_to_numpy(opt.curvature_slots()[0])[0, 0])  # noqa: E731
+    x = batches(0, 5)  # steps 0-4: refreshes at 0 and 3 (c = 4)
+    model.fit(x, np.zeros_like(x), batch_size=4, shuffle=False, verbose=0)
+    assert slot() == pytest.approx(2 * 4.0**2)
+    x = batches(5, 1)  # step 5: none
+    model.train_on_batch(x, np.zeros_like(x))
+    assert slot() == pytest.approx(2 * 4.0**2)
+    x = batches(6, 3)  # steps 6-8: refresh at 6 (c = 7)
+    model.fit(x, np.zeros_like(x), batch_size=4, shuffle=False, verbose=0)
+    assert slot() == pytest.approx(2 * 7.0**2)
+    x = batches(9, 2)  # steps 9, 10: refresh at 9 (c = 10)
+    model.fit(x, np.zeros_like(x), batch_size=4, shuffle=False, verbose=0)
+    assert slot() == pytest.approx(2 * 10.0**2)
+    assert int(keras.ops.convert_to_numpy(opt.iterations)) == 11
+    opt.iterations.assign(1)  # as a restore of saved optimizer state does: steps 1-3, refresh at 3 (c = 14)
+    x = batches(12, 3)
+    model.fit(x, np.zeros_like(x), batch_size=4, shuffle=False, verbose=0)
+    assert slot() == pytest.approx(2 * 15.0**2)
+
+
 def test_with_curvature_keeps_every_compile_setting():
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, activation="softmax")])
     opt = kz.Hybrid()

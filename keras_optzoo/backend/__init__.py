@@ -22,7 +22,8 @@ One subpackage per backend, one module per job (as Keras splits
   statistics as the gradient, no second update of moving statistics):
   `grads`, `loss`, `outputs`, `hvp(v)` (H v), `vjp(u)` (J^T u), `jvp(v)`
   (J v, J the Jacobian of the outputs) and `loss_at(deltas)` (the step's
-  loss at weights + deltas);
+  loss at weights + deltas); on JAX also `make_train_function(model,
+  curvature)`, a refresh program and a plain one chosen per step;
 - `kernels`: `KERNELS`, a table kind -> fused update kernel (one small
   function per algorithm), `DECAY_IN_KERNEL`, and `cond_effects`;
 - `dot(xs, ys)`: the inner product of two lists of tensors, in keras.ops;
@@ -57,6 +58,9 @@ dense = hvp.dense
 output_grad = hvp.output_grad
 output_hvp = hvp.output_hvp
 train_step = _train_step.train_step
+# JAX: `fit`'s train function for models refreshed every k > 1 steps (two
+# programs chosen on the host); None on the other backends.
+make_train_function = getattr(_train_step, "make_train_function", None)
 # Whether `fit` runs the update eagerly in Python (torch), so that an
 # optimizer can count steps on the host instead of reading `iterations`.
 HOST_STEPS = _train_step.HOST_STEPS

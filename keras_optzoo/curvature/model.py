@@ -27,7 +27,7 @@ class CurvatureModel(keras.Model):
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)
 
-    def train_step(self, *args):
+    def train_step(self, *args, **refresh):
         _, inner = backend.optimizers_of(self)  # (a LossScaleOptimizer may wrap ours)
         if not isinstance(inner, SecondOrderOptimizer):
             return super().train_step(*args)
@@ -35,7 +35,19 @@ class CurvatureModel(keras.Model):
         # (CurvatureUpdate raises, at the first step, for what it cannot
         # compute: e.g. SophiaG on a loss without labels to sample. Not in an
         # overridden `compile`: Keras's loading skips a custom compile.)
-        return backend.train_step(self, *args, curvature=CurvatureUpdate(inner, self))
+        return backend.train_step(self, *args, curvature=CurvatureUpdate(inner, self), **refresh)
+
+    def make_train_function(self, force=False):
+        # JAX: a refresh program and a plain one when the refresh is every k > 1 steps.
+        _, inner = backend.optimizers_of(self)
+        if backend.make_train_function is None or not isinstance(inner, SecondOrderOptimizer):
+            return super().make_train_function(force)
+        if self.train_function is not None and not force:
+            return None
+        self.train_function = backend.make_train_function(self, CurvatureUpdate(inner, self))
+        if self.train_function is None:
+            return super().make_train_function(force)
+        return None
 
     def build(self, input_shape=None):
         if not self.model.built and input_shape is not None:
