@@ -146,7 +146,9 @@ class CurvatureUpdate:
         damping = ops.cast(previous[n], grads[0].dtype)
         if request.method == "diagonal":
             d_prev = previous[n + 1:]
-            refresh = self.optimizer.is_refresh(step)
+            # At interval 1 no cond: on JAX an HVP inside one compiles a conv
+            # kernel's gradient without XLA:CPU's fast kernel (backend/jax/train_step.py).
+            refresh = True if request.interval == 1 else self.optimizer.is_refresh(step)
             if replica_sum is None:
                 diag = _select(refresh, lambda: hutchinson(product, probes(request, grads, step)), lambda: list(d_prev))
             else:  # each replica's share under the cond, one sum outside it (a collective cannot run inside)
