@@ -4,7 +4,7 @@
 import jax
 import jax.numpy as jnp
 
-from keras_optzoo.backend._common import check_scalar
+from keras_optzoo.backend._common import check_scalar, signs, words_for
 
 
 class HessianProgram:
@@ -113,4 +113,8 @@ def rademacher(variables, seed, step):
     """+-1 probes shaped like `variables`, a function of (seed, step)."""
     key = jax.random.fold_in(jax.random.key(seed), jnp.asarray(step, jnp.uint32))
     keys = jax.random.split(key, len(variables))
-    return [jax.random.rademacher(k, tuple(v.shape), dtype=v.dtype) for k, v in zip(keys, variables)]
+    out = []
+    for k, v in zip(keys, variables):
+        words = jax.lax.bitcast_convert_type(jax.random.bits(k, (words_for(v.shape),), jnp.uint32), jnp.int32)
+        out.append(signs(words, tuple(v.shape), v.dtype))
+    return out

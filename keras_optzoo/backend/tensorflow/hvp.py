@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from keras_optzoo.backend._common import check_scalar, dot, stateless_loss
+from keras_optzoo.backend._common import check_scalar, dot, signs, stateless_loss, words_for
 from keras_optzoo.backend.tensorflow.hvp_moments import exact_function
 
 
@@ -144,7 +144,10 @@ def uniform(like, seed, step):
 def rademacher(variables, seed, step):
     """+-1 probes shaped like `variables`, a function of (seed, step)."""
     step = tf.cast(step, tf.int32)
-    seeds = [tf.stack([tf.constant(seed + 104729 * i, tf.int32), step]) for i in range(len(variables))]
-    bits = [tf.random.stateless_uniform(tuple(v.shape), s, minval=0, maxval=2, dtype=tf.int32)
-            for v, s in zip(variables, seeds)]  # fmt: skip
-    return [tf.cast(2 * b - 1, v.dtype) for b, v in zip(bits, variables)]
+    out = []
+    for i, v in enumerate(variables):
+        key = tf.stack([tf.constant(seed + 104729 * i, tf.int32), step])
+        # minval and maxval None: every int32, 32 random bits per word.
+        words = tf.random.stateless_uniform((words_for(v.shape),), key, minval=None, maxval=None, dtype=tf.int32)
+        out.append(signs(words, tuple(v.shape), v.dtype))
+    return out

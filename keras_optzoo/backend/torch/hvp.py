@@ -7,7 +7,7 @@ graph of the ordinary forward pass is differentiated twice instead.)
 
 import torch
 
-from keras_optzoo.backend._common import check_scalar, stateless_loss
+from keras_optzoo.backend._common import check_scalar, signs, stateless_loss, words_for
 
 
 def dense(gradient):
@@ -114,7 +114,7 @@ def rademacher(variables, seed, step):
     generator, out = _generator(seed, step), []
     for v in variables:
         like = getattr(v, "value", v)  # a variable or a tensor shaped like one
-        # Drawn as floats (no int64 temporaries), then 2 b - 1 in place.
-        bits = torch.randint(0, 2, tuple(v.shape), generator=generator, dtype=like.dtype)
-        out.append(bits.mul_(2).sub_(1).to(device=like.device))
+        # The words are drawn on the host and unpacked on the variable's device.
+        words = torch.randint(-(2**31), 2**31, (words_for(v.shape),), generator=generator, dtype=torch.int32)
+        out.append(signs(words.to(like.device), tuple(v.shape), like.dtype))
     return out
