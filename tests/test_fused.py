@@ -76,9 +76,10 @@ def test_no_fused_kernel_for_ema_momentum_and_newton_takes_sgds():
     assert kz.Newton()._fused_spec() == kz.Newton(method="cg")._fused_spec() == kz.SGD()._fused_spec()
 
 
-# Second-order optimizers with a kernel (torch `_foreach`): each case steps
-# through refresh and non-refresh steps (interval 2 or 3 over 7 steps), with
-# the base keywords that act before the kernel (weight_decay, clipnorm).
+# Second-order optimizers with a kernel (torch `_foreach`, TensorFlow one XLA
+# program per variable): each case steps through refresh and non-refresh steps
+# (interval 2 or 3 over 7 steps), with the base keywords that act before the
+# kernel (weight_decay, clipnorm).
 SECOND_ORDER_CASES = [
     ("hybrid-l2", lambda **k: kz.Hybrid(0.05, hessian_update_interval=3, l2=0.01, weight_decay=0.1, clipnorm=1.0, **k)),
     ("hybrid", lambda **k: kz.Hybrid(SCHEDULE, beta_3=0.9, epsilon=1e-6, **k)),
@@ -129,8 +130,10 @@ def test_second_order_fused_kernel_is_used(name, make):
     opt.set_curvature([np.ones((4, 3), "float32"), np.ones(3, "float32")])
     spec = opt._fused_spec()
     assert spec is not None
-    done = backend.fused_update(opt, spec, [keras.ops.ones((4, 3)), keras.ops.ones(3)], variables, opt.learning_rate)
-    assert done == (BACKEND == "torch")
+    grads, lr = [keras.ops.ones((4, 3)), keras.ops.ones(3)], opt.learning_rate
+    all_at_once = backend.fused_update(opt, spec, grads, variables, lr)
+    one = backend.fused_update_one(opt, spec, grads[0], variables[0], lr)
+    assert (all_at_once, one) == (HOOK == "all", HOOK == "one")
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="the torch kernels' grouping of variables")
@@ -172,7 +175,7 @@ def test_device_tensor_learning_rate_path():
     assert_all_close(results[1], results[0], rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.skipif(BACKEND != "torch", reason="only torch has second-order kernels (the flag changes nothing elsewhere)")
+@pytest.mark.skipif(BACKEND == "jax", reason="JAX has no second-order kernels (the flag changes nothing there)")
 @pytest.mark.parametrize("name", ["hybrid", "adahessian", "sophiah"])
 def test_second_order_fused_equals_reference_in_fit(name):
     """`with_curvature` + fit on a Conv2D + Dense model, 8 steps at interval
@@ -255,6 +258,32 @@ def test_fused_kernels_compile_under_xla(make):
         step = tf.function(lambda g: opt.apply(g, variables), jit_compile=True)
         for g in grads:
             step([tf.constant(x) for x in g])
+        results.append([v.numpy() for v in variables])
+    assert_all_close(results[0], results[1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="needs the TensorFlow backend (tf.function with jit_compile=True)")
+@pytest.mark.parametrize("make", [c[1] for c in SECOND_ORDER_CASES], ids=SECOND_ORDER_IDS)
+def test_second_order_kernels_inside_an_xla_step(make):
+    """The second-order kernels (XLA programs of their own) inside a step
+    that is itself compiled with XLA, as under `compile(jit_compile=True)`."""
+    import tensorflow as tf
+
+    init, grads = random_problem(5, seed=6, shapes=CONV_SHAPES)
+    _, curvatures = random_problem(5, seed=7, shapes=CONV_SHAPES)
+    results = []
+    for fused in (True, False):
+        opt = make(fused=fused)
+        variables = [keras.Variable(v) for v in init]
+        opt.build(variables)
+
+        @tf.function(jit_compile=True)
+        def step(g, c):
+            opt.set_curvature(c)
+            opt.apply(g, variables)
+
+        for g, c in zip(grads, curvatures):
+            step([tf.constant(x) for x in g], [tf.constant(x) for x in c])
         results.append([v.numpy() for v in variables])
     assert_all_close(results[0], results[1], rtol=1e-5, atol=1e-6)
 

@@ -349,6 +349,8 @@ class Hybrid(SecondOrderOptimizer):
         }  # fmt: skip
 
     def update_step(self, gradient, variable, learning_rate):
+        if self._fused_update_one(gradient, variable, learning_rate):
+            return
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
         g = ops.cast(gradient, dtype)
@@ -418,6 +420,8 @@ class AdaHessian(SecondOrderOptimizer):
         return "adahessian", dict(hp, hessian_power=self.hessian_power)
 
     def update_step(self, gradient, variable, learning_rate):
+        if self._fused_update_one(gradient, variable, learning_rate):
+            return
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
         g = ops.cast(gradient, dtype)
@@ -473,6 +477,8 @@ class SophiaH(SecondOrderOptimizer):
         return "sophia", {"beta_1": self.beta_1, "beta_2": self.beta_2, "gamma": self.gamma, "epsilon": self.epsilon}
 
     def update_step(self, gradient, variable, learning_rate):
+        if self._fused_update_one(gradient, variable, learning_rate):
+            return
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
         g = ops.cast(gradient, dtype)

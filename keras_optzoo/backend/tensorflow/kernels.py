@@ -14,6 +14,8 @@ import tensorflow as tf
 
 import keras
 
+from keras_optzoo.backend.tensorflow import kernels_second_order as second_order
+
 # Kinds whose kernel also applies the decoupled weight decay: none here.
 DECAY_IN_KERNEL = frozenset()
 # Whether the kernels take all variables at once (torch) or one (TensorFlow).
@@ -69,7 +71,43 @@ def _adam(optimizer, hp, g, variable, lr):
     )  # fmt: skip
 
 
-KERNELS = {"sgd": _sgd, "momentum": _momentum, "nesterov": _nesterov, "adagrad": _adagrad, "adam": _adam}
+# -- second-order optimizers (kernels_second_order: one XLA program each) -------
+def _schedule(optimizer, dtype):
+    """(t, r, refresh) as tensors: the 1-based step, the number of refreshes
+    so far, and 1.0 on a refresh step (0.0 otherwise)."""
+    step = tf.cast(optimizer.iterations, tf.int32)
+    k = optimizer.hessian_update_interval
+    refresh = tf.cast(tf.equal(tf.math.floormod(step, k), 0), dtype)
+    return tf.cast(step + 1, dtype), tf.cast(tf.math.floordiv(step, k) + 1, dtype), refresh
+
+
+def _second_order(program, names, schedule, slots):
+    """A kernel running `program` on the variable, gradient, curvature and
+    `slots`, the learning rate, the parts of (t, r, refresh) that `schedule`
+    picks, and the hyperparameters `names` as constants."""
+
+    def kernel(optimizer, hp, g, variable, lr):
+        dtype = g.dtype
+        t, r, refresh = _schedule(optimizer, dtype)
+        picked = {"t": t, "r": r, "refresh": refresh}
+        program(
+            _handle(variable), g, _handle(optimizer._curvature_of(variable)),
+            *(_slot(optimizer, n, variable) for n in slots), lr, *(picked[s] for s in schedule),
+            *(tf.constant(hp[n], dtype) for n in names),
+        )  # fmt: skip
+
+    return kernel
+
+
+KERNELS = {
+    "sgd": _sgd, "momentum": _momentum, "nesterov": _nesterov, "adagrad": _adagrad, "adam": _adam,
+    "hybrid": _second_order(second_order.hybrid, ("beta_1", "beta_2", "beta_3", "epsilon", "l2"),
+                            ("t", "r", "refresh"), ("momentum", "velocity", "hessian")),
+    "adahessian": _second_order(second_order.adahessian, ("beta_1", "beta_2", "epsilon", "hessian_power"),
+                                ("t", "r", "refresh"), ("momentum", "velocity")),
+    "sophia": _second_order(second_order.sophia, ("beta_1", "beta_2", "gamma", "epsilon"), ("refresh",),
+                            ("momentum", "hessian")),
+}  # fmt: skip
 
 
 def run_one(kernel, optimizer, hp, gradient, variable, learning_rate):

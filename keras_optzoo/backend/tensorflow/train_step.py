@@ -8,6 +8,7 @@ from keras_optzoo import _keras_compat as compat
 from keras_optzoo.backend import _common
 from keras_optzoo.backend.tensorflow.hvp import Oracle, dense
 from keras_optzoo.backend.tensorflow.hvp_moments import exact_moments
+from keras_optzoo.backend.tensorflow.kernels import cond_effects
 
 
 @contextlib.contextmanager
@@ -70,8 +71,16 @@ def _train_step(model, data, curvature):
     oracle = Oracle(model, (x, y, sample_weight), before, curvature_grads, loss)
     if reuse:
         oracle.reuse(second, [v.value for v in variables], grads, y_pred)
-    new = curvature(oracle, opt.iterations, [s.value for s in slots], replica_sum=_replica_sum if distributed else None)
-    for slot, value in zip(slots, new):
-        slot.assign(value)
+    previous = [s.value for s in slots]
+
+    def write(values):
+        for slot, value in zip(slots, values):
+            slot.assign(value)
+
+    if distributed or curvature.always:
+        write(curvature(oracle, opt.iterations, previous, replica_sum=_replica_sum if distributed else None))
+    else:  # the slots are written on refresh steps only: the others leave them and copy nothing
+        step = opt.iterations
+        cond_effects(opt.is_refresh(step), lambda: write(curvature.compute(oracle, step, previous)), lambda: None)
     outer.apply_gradients(zip(grads, variables))
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
