@@ -15,7 +15,7 @@ One subpackage per backend, one module per job (as Keras splits
 - `train_step`: `train_step(model, *args, curvature)`, the train step of
   `keras_optzoo.with_curvature` models. It talks to the optimizer only through
   the `SecondOrderOptimizer` contract (`curvature_slots()`,
-  `is_refresh(step)`, `host_step()`) and gets what to compute from the
+  `is_refresh(step)`, `host_step()`, `no_refresh()`) and gets what to compute from the
   `curvature` object (`keras_optzoo.curvature.CurvatureUpdate`: `needs`,
   `always`, `compute(oracle, step, previous)`). What it hands `compute` is
   an `Oracle` of the step's own loss (the same dropout masks and batch

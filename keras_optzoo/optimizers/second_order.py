@@ -4,6 +4,7 @@ does not carry: train with `keras_optzoo.with_curvature(model)`, whose train
 step writes the estimate into the optimizer's `curvature` slots before
 `apply` (every `hessian_update_interval` steps)."""
 
+import contextlib
 from typing import NamedTuple
 
 import keras
@@ -68,7 +69,11 @@ class SecondOrderOptimizer(OptzooOptimizer):
       device every step;
     - `set_curvature(values)`: the same by hand, for custom loops;
     - `supplied_by_train_step()`: called by the train step, which then
-      writes `curvature_slots()` before every `apply`.
+      writes `curvature_slots()` before every `apply`;
+    - `no_refresh()`: a context in which a train step that is known, when
+      it is traced, not to refresh (JAX's plain program) builds its update:
+      the curvature averages are then left out of it entirely (no pass
+      over them) instead of being kept by a decay of 1.
 
     Args (shared):
         hessian_update_interval: k >= 1; the estimate is recomputed when
@@ -92,6 +97,7 @@ class SecondOrderOptimizer(OptzooOptimizer):
         self.curvature_supplied = False
         self._from_train_step = False
         self._host_step = None
+        self._refreshing = None
         self._hyperparameters = self._curvature_hyperparameters + type(self)._hyperparameters
 
     # -- the contract ----------------------------------------------------------
@@ -128,6 +134,15 @@ class SecondOrderOptimizer(OptzooOptimizer):
         self.curvature_supplied = True
         self._from_train_step = True
 
+    @contextlib.contextmanager
+    def no_refresh(self):
+        """Within it, updates are built for a step that does not refresh."""
+        self._refreshing = False
+        try:
+            yield
+        finally:
+            self._refreshing = None
+
     # -- Keras hooks -------------------------------------------------------------
     def build(self, var_list):
         if self.built:
@@ -162,7 +177,10 @@ class SecondOrderOptimizer(OptzooOptimizer):
         return ops.cast(ops.floor_divide(t, self.hessian_update_interval) + 1, dtype)
 
     def _ema_on_refresh(self, average, value, decay, dtype):
-        """An EMA step on refresh steps only (decay 1, no change, in between)."""
+        """An EMA step on refresh steps only (decay 1, no change, in between;
+        nothing at all where the step is known not to refresh)."""
+        if self._refreshing is False:
+            return
         refresh = ops.cast(self.is_refresh(self.iterations), dtype)
         self._ema(average, value, 1.0 - refresh * (1.0 - decay))
 

@@ -1,5 +1,7 @@
 """JAX: the stateless train step of `with_curvature` models."""
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 
@@ -101,12 +103,13 @@ def train_step(model, state, data, curvature, refresh=None):
     elif refresh:
         grads, aux, new = refreshed()
         new = [jnp.where(opt.is_refresh(step), n, p) for n, p in zip(new, previous)]
-    else:
+    else:  # the update leaves the curvature averages out (`no_refresh`)
         grads, aux, new = plain()
     unscaled_loss, y_pred, new_non_trainable, new_metrics = aux
     opt_values = list(opt_values)
     for position, value in zip(slot_positions, new):
         opt_values[position] = value
-    trainable, opt_values = outer.stateless_apply(opt_values, grads, trainable)
+    with opt.no_refresh() if refresh is False else contextlib.nullcontext():
+        trainable, opt_values = outer.stateless_apply(opt_values, grads, trainable)
     logs, new_metrics = compat.update_metrics_stateless(model, new_metrics, unscaled_loss, x, y, y_pred, sample_weight)
     return logs, (trainable, new_non_trainable, opt_values, new_metrics)
