@@ -1,6 +1,8 @@
 """Second-order optimizers: exact updates for a given curvature, Newton on
 quadratics, training through `with_curvature`, and the unwrapped-model error."""
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -77,6 +79,30 @@ def test_update_matches_docstring_equations_for_given_curvature(name, interval):
         opt.set_curvature([keras.ops.convert_to_tensor(d) for d in ds])
         opt.apply([keras.ops.convert_to_tensor(g) for g in gs], variables)
     expected = _numpy_run(name, cfg, init, grads, curv, interval)
+    for got, want in zip(variables, expected):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(got), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("name", ["adahessian", "hybrid", "sophiah"])
+def test_updates_built_under_no_refresh_match_the_equations(name, fused):
+    """A train step that knows a step does not refresh (JAX's plain program)
+    builds its update under `no_refresh()`, which leaves the curvature
+    averages out: the numbers are still the equations' (interval 3, the
+    non-refresh steps under it)."""
+    cls, cfg = CONFIGS[name]
+    rng = np.random.default_rng(1)
+    init = [rng.standard_normal(s).astype("float32") for s in SHAPES]
+    grads = [[rng.standard_normal(s).astype("float32") for s in SHAPES] for _ in range(7)]
+    curv = [[rng.standard_normal(s).astype("float32") for s in SHAPES] for _ in range(7)]
+    opt = cls(hessian_update_interval=3, fused=fused, **cfg)
+    variables = [keras.Variable(v) for v in init]
+    opt.build(variables)
+    for step, (gs, ds) in enumerate(zip(grads, curv)):
+        opt.set_curvature([keras.ops.convert_to_tensor(d) for d in ds])
+        with opt.no_refresh() if step % 3 else contextlib.nullcontext():
+            opt.apply([keras.ops.convert_to_tensor(g) for g in gs], variables)
+    expected = _numpy_run(name, cfg, init, grads, curv, 3)
     for got, want in zip(variables, expected):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(got), want, rtol=1e-5, atol=1e-6)
 
