@@ -154,6 +154,35 @@ def test_large_variables_run_in_groups_and_match():
     assert_all_close(hybrid[0], hybrid[1], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="torch tensors with a layout of their own (strides)")
+@pytest.mark.parametrize("make", [c[1] for c in CASES + SECOND_ORDER_CASES], ids=IDS + SECOND_ORDER_IDS)
+def test_gradients_laid_out_differently_from_the_variable(make):
+    """torch.autograd.grad gives a Conv2D kernel's gradient as a permuted
+    view; torch's fused kernels walk memory in order, so such a gradient
+    must reach them in the variable's layout (it did not: every entry of
+    the kernel's update was wrong)."""
+    import torch
+
+    init, grads = random_problem(4, seed=12, shapes=CONV_SHAPES)
+    _, curvatures = random_problem(4, seed=13, shapes=CONV_SHAPES)
+
+    def permuted(g):  # the same values, memory in reverse axis order
+        return torch.tensor(g.transpose().copy()).permute(tuple(reversed(range(g.ndim))))
+
+    assert not permuted(grads[0][3]).is_contiguous()
+    results = []
+    for layout in (permuted, torch.tensor):
+        opt = make()
+        variables = [keras.Variable(v) for v in init]
+        opt.build(variables)
+        for step, curvature in zip(grads, curvatures):
+            if hasattr(opt, "set_curvature"):
+                opt.set_curvature(curvature)
+            opt.apply([layout(g) for g in step], variables)
+        results.append([keras.ops.convert_to_numpy(v) for v in variables])
+    assert_all_close(results[0], results[1], rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.skipif(BACKEND != "torch", reason="the torch kernels' device-tensor learning-rate path")
 def test_device_tensor_learning_rate_path():
     """On an accelerator the learning rate stays a device tensor (no host

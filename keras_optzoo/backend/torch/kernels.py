@@ -11,10 +11,8 @@ the keras.ops code.
 
 import torch
 
-import keras
-
 from keras_optzoo import _keras_compat as compat
-from keras_optzoo.backend.torch.kernels_foreach import _lr, _rmsprop, _slots
+from keras_optzoo.backend.torch.kernels_foreach import _lr, _rmsprop, _slots, _step
 from keras_optzoo.backend.torch.kernels_second_order import _adahessian, _hybrid, _sophia
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -28,13 +26,6 @@ _HAS_KERNELS = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[
 DECAY_IN_KERNEL = frozenset({"adam"})
 # Whether the kernels take all variables at once (torch) or one (TensorFlow).
 ALL_AT_ONCE = True
-
-
-def _step(optimizer, device):
-    """t + 1 as a float32 tensor (`iterations` is a tensor, not a variable,
-    under gradient accumulation)."""
-    iterations = torch.as_tensor(keras.ops.convert_to_tensor(optimizer.iterations))
-    return (iterations + 1).to(dtype=torch.float32, device=device)
 
 
 def _sgd(optimizer, hp, variables, params, grads, lr):
@@ -118,6 +109,10 @@ def run_all(kernel, optimizer, hp, grads, variables, learning_rate):
     if dtype not in _FLOATS or any(p.dtype != dtype or p.device != device for p in params):
         return False
     grads = [torch.as_tensor(g).to(dtype=dtype, device=device) for g in grads]
+    # The fused kernels walk a gradient's memory in the variable's order: a
+    # gradient laid out otherwise (torch.autograd.grad of a Conv2D kernel is
+    # a permuted view) is copied into that layout first.
+    grads = [g if g.stride() == p.stride() else torch.empty_like(p).copy_(g) for g, p in zip(grads, params)]
     with torch.no_grad():
         done = kernel(optimizer, hp, variables, params, grads, learning_rate)
     return done is not False

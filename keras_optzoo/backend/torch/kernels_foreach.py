@@ -14,6 +14,13 @@ def _lr(learning_rate, device):
     return learning_rate.to(device=device, dtype=torch.float32)
 
 
+def _step(optimizer, device):
+    """t + 1 as a float32 tensor (`iterations` is a tensor, not a variable,
+    under gradient accumulation)."""
+    iterations = torch.as_tensor(keras.ops.convert_to_tensor(optimizer.iterations))
+    return (iterations + 1).to(dtype=torch.float32, device=device)
+
+
 def _slots(optimizer, name, variables):
     if name == "curvature":  # a second-order optimizer's curvature input
         return [optimizer._curvature_of(v).value for v in variables]
