@@ -77,6 +77,11 @@ def stateless_loss(model, data, trainable_values, non_trainable_values):
     return loss, y_pred
 
 
+def keep_finite(new, previous):
+    """`new` with its non-finite entries replaced by those of `previous`."""
+    return [ops.where(ops.isfinite(n), n, ops.cast(p, n.dtype)) for n, p in zip(new, previous)]
+
+
 WORD_BITS = 32
 
 

@@ -111,7 +111,7 @@ class CurvatureUpdate:
 
     @staticmethod
     def _keep_finite(new, previous):
-        return [ops.where(ops.isfinite(n), n, ops.cast(p, n.dtype)) for n, p in zip(new, previous)]
+        return backend.keep_finite(new, previous)
 
     def compute(self, oracle, step, previous):
         if self.request.kind == "newton":

@@ -142,12 +142,9 @@ def uniform(like, seed, step):
 
 
 def rademacher(variables, seed, step):
-    """+-1 probes shaped like `variables`, a function of (seed, step)."""
+    """+-1 probes like `variables` from (seed, step); words of 32 random bits (minval, maxval None)."""
     step = tf.cast(step, tf.int32)
-    out = []
-    for i, v in enumerate(variables):
-        key = tf.stack([tf.constant(seed + 104729 * i, tf.int32), step])
-        # minval and maxval None: every int32, 32 random bits per word.
-        words = tf.random.stateless_uniform((words_for(v.shape),), key, minval=None, maxval=None, dtype=tf.int32)
-        out.append(signs(words, tuple(v.shape), v.dtype))
-    return out
+    keys = [tf.stack([tf.constant(seed + 104729 * i, tf.int32), step]) for i in range(len(variables))]
+    words = [tf.random.stateless_uniform((words_for(v.shape),), k, minval=None, maxval=None, dtype=tf.int32)
+             for v, k in zip(variables, keys)]  # fmt: skip
+    return [signs(w, tuple(v.shape), v.dtype) for w, v in zip(words, variables)]

@@ -98,6 +98,21 @@ class HessianProgram:
         return loss.detach(), [g.detach() for g in grads], hvp_from(grads, params)
 
 
+def keep_finite(new, previous):
+    """`new` with its non-finite entries replaced by those of `previous`. On
+    a CPU one sum per tensor tells first whether there is anything to
+    replace (a sum is finite when every entry is, barring an overflow that
+    only sends it to the elementwise check): on the MLP this saved ~0.25 ms
+    of torch's ~0.3 ms isfinite-and-where per tensor. On an accelerator the
+    elementwise `where` runs (reading the sums would wait for the device)."""
+    out = []
+    for n, p in zip(new, previous):
+        if n.device.type != "cpu" or not bool(torch.isfinite(n.sum())):
+            n = torch.where(torch.isfinite(n), n, torch.as_tensor(p, dtype=n.dtype, device=n.device))
+        out.append(n)
+    return out
+
+
 def _generator(seed, step):
     """A host generator whose stream is a function of (seed, step)."""
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
