@@ -84,7 +84,7 @@ def _schedule(optimizer, dtype):
 def _second_order(program, names, schedule, slots):
     """A kernel running `program` on the variable, gradient, curvature and
     `slots`, the learning rate, the parts of (t, r, refresh) that `schedule`
-    picks, and the hyperparameters `names` as constants."""
+    picks, and the hyperparameters `names` as Python floats."""
 
     def kernel(optimizer, hp, g, variable, lr):
         dtype = g.dtype
@@ -93,7 +93,7 @@ def _second_order(program, names, schedule, slots):
         program(
             _handle(variable), g, _handle(optimizer._curvature_of(variable)),
             *(_slot(optimizer, n, variable) for n in slots), lr, *(picked[s] for s in schedule),
-            *(tf.constant(hp[n], dtype) for n in names),
+            *(float(hp[n]) for n in names),
         )  # fmt: skip
 
     return kernel

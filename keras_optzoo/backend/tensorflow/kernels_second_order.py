@@ -36,20 +36,25 @@ def _ema(handle, value, weight):
 
 
 def _correction(beta, count):
-    return 1.0 - tf.pow(beta, count)
+    """1 / (1 - beta^count): the arrays are multiplied by it (an array
+    division costs several multiplications on a CPU)."""
+    return 1.0 / (1.0 - tf.pow(tf.constant(beta, count.dtype), count))
 
 
+# The hyperparameters come in as Python floats (constants XLA folds: pow(x,
+# 1.0) is x); t, r, the refresh flag (1.0 or 0.0) and lr are tensors.
 @tf.function(jit_compile=True, autograph=False)
 def hybrid(var, grad, curvature, m, v, h, lr, t, r, refresh, b1, b2, b3, eps, l2):
     dtype = grad.dtype
     theta = _read(var, dtype)
-    g, d = grad + theta * l2, _read(curvature, dtype) + l2  # l2 0: exactly g and D
+    g, d = grad, _read(curvature, dtype)
+    if l2:
+        g, d = g + theta * l2, d + l2
     m = _ema(m, g, 1.0 - b1)
     v = _ema(v, tf.square(g), 1.0 - b2)
     h = _ema(h, tf.abs(d), refresh * (1.0 - b3))
-    m_hat = m / _correction(b1, t)
-    denom = tf.maximum(tf.sqrt(v / _correction(b2, t)), h / _correction(b3, r)) + eps
-    _write(var, theta - m_hat * lr / denom)
+    denom = tf.maximum(tf.sqrt(v * _correction(b2, t)), h * _correction(b3, r)) + eps
+    _write(var, theta - m * (lr * _correction(b1, t)) / denom)
 
 
 @tf.function(jit_compile=True, autograph=False)
@@ -61,8 +66,8 @@ def adahessian(var, grad, curvature, m, v, lr, t, r, refresh, b1, b2, eps, power
         d = tf.broadcast_to(tf.reduce_mean(d, axis=list(range(rank - 2)), keepdims=True), tf.shape(d))
     m = _ema(m, grad, 1.0 - b1)
     v = _ema(v, tf.square(d), refresh * (1.0 - b2))
-    denom = tf.pow(tf.sqrt(v / _correction(b2, r)), power) + eps
-    _write(var, _read(var, dtype) - m * (lr / _correction(b1, t)) / denom)
+    denom = tf.pow(tf.sqrt(v * _correction(b2, r)), power) + eps
+    _write(var, _read(var, dtype) - m * (lr * _correction(b1, t)) / denom)
 
 
 @tf.function(jit_compile=True, autograph=False)

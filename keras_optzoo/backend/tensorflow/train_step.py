@@ -27,11 +27,13 @@ HOST_STEPS = False
 
 def train_step(model, data, curvature):
     """Keras's train step plus, before the update, `curvature(...)` written
-    into the optimizer's curvature slots. The curvature's derivatives come
-    from an `Oracle` that evaluates this step's loss again, statelessly and
-    only inside the refresh branch of `curvature`'s cond (so a step that
-    does not refresh costs what a first-order step costs). Traced with
-    batch statistics whose Hessian is right (`hvp_moments`)."""
+    into the optimizer's curvature slots, on refresh steps only (inside the
+    refresh branch of a cond, so a step that does not refresh runs no
+    curvature work). The curvature's derivatives come from an `Oracle`:
+    traced into a graph, of this step's own pass (recorded by a persistent
+    tape); eagerly, under tf.distribute or a loss scale, of this step's loss
+    evaluated again, statelessly, inside the branch. Traced with batch
+    statistics whose Hessian is right (`hvp_moments`)."""
     with exact_moments():
         return _train_step(model, data, curvature)
 
@@ -41,10 +43,15 @@ def _train_step(model, data, curvature):
     x, y, sample_weight = _common.unpack(data)
     context = tf.distribute.get_replica_context()
     distributed = context is not None and context.num_replicas_in_sync > 1
-    # A step that refreshes every time (interval 1, Newton) takes its HVPs
-    # from this pass, recorded by a persistent tape (not under a loss scale,
-    # whose scaled second derivatives overflow in float16).
-    reuse = curvature.always and not distributed and not _common.scales_loss(outer)
+    # The HVPs come from this pass, recorded by a persistent tape, when the
+    # step refreshes every time (interval 1, Newton) or is traced into a
+    # graph (`fit`'s tf.function): there the tape costs nothing at run time
+    # and the refresh branch differentiates the step's own gradient instead
+    # of running the forward and backward passes again (eagerly, a
+    # persistent tape would hold every intermediate on every step). Not
+    # under tf.distribute (the replica sums sit outside the cond) or a loss
+    # scale (whose scaled second derivatives overflow in float16).
+    reuse = (curvature.always or tf.inside_function()) and not distributed and not _common.scales_loss(outer)
     # The state the forward pass starts from (dropout seeds, moving
     # statistics), read before it, for an oracle that evaluates the loss again.
     again = not reuse or "loss_at" in curvature.needs
