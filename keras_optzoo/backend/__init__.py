@@ -9,7 +9,8 @@ One subpackage per backend, one module per job (as Keras splits
   `rademacher(variables, seed, step)`, the +-1 probes of every Hutchinson
   estimate in the package;
   `uniform(like, seed, step)` (label sampling of Sophia-G),
-  `keep_finite(new, previous)` (torch's own; elsewhere `_common`'s), `dense(g)`
+  `keep_finite(new, previous)` and `multiply_into(temporaries, factors)`
+  (torch's own; elsewhere `_common`'s), `dense(g)`
   (TensorFlow's IndexedSlices to a tensor), and `output_grad(fn, y)` /
   `output_hvp(fn, y, v)`, derivatives of a scalar function of the model's
   outputs (the loss's Hessian in output space for Gauss-Newton products);
@@ -37,8 +38,8 @@ This package imports nothing of keras_optzoo but `_keras_compat` and its own
 
 import keras
 
+from keras_optzoo.backend import _common
 from keras_optzoo.backend._common import dot, optimizers_of
-from keras_optzoo.backend._common import keep_finite as _common_keep_finite
 
 _NAME = keras.backend.backend()
 if _NAME == "tensorflow":
@@ -59,7 +60,8 @@ uniform = hvp.uniform
 dense = hvp.dense
 output_grad = hvp.output_grad
 output_hvp = hvp.output_hvp
-keep_finite = getattr(hvp, "keep_finite", _common_keep_finite)
+keep_finite = getattr(hvp, "keep_finite", _common.keep_finite)
+multiply_into = getattr(hvp, "multiply_into", _common.multiply_into)
 train_step = _train_step.train_step
 # JAX: `fit`'s train function for models refreshed every k > 1 steps (two
 # programs chosen on the host); None on the other backends.

@@ -82,6 +82,12 @@ def keep_finite(new, previous):
     return [ops.where(ops.isfinite(n), n, ops.cast(p, n.dtype)) for n, p in zip(new, previous)]
 
 
+def multiply_into(temporaries, factors):
+    """temporaries * factors, elementwise per pair (torch's own does it in
+    the temporaries' memory)."""
+    return [ops.multiply(t, ops.cast(f, t.dtype)) for t, f in zip(temporaries, factors)]
+
+
 WORD_BITS = 32
 
 

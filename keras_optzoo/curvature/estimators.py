@@ -15,9 +15,10 @@ def hutchinson(hvp, probes):
     """Hutchinson's diagonal estimate mean_i z_i * (H z_i) over Rademacher probes z_i."""
     total = None
     for z in probes:
-        estimate = [ops.multiply(zi, hzi) for zi, hzi in zip(z, hvp(z))]
+        # H z is a temporary: where the backend can, z * H z takes its memory.
+        estimate = backend.multiply_into(hvp(z), z)
         total = estimate if total is None else [t + e for t, e in zip(total, estimate)]
-    return [t / float(len(probes)) for t in total]
+    return total if len(probes) == 1 else [t / float(len(probes)) for t in total]
 
 
 def conjugate_gradient(hvp, rhs, damping, iterations, preconditioner=None, tolerance=1e-20):

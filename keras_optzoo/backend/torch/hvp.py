@@ -102,17 +102,21 @@ class HessianProgram:
 
 def keep_finite(new, previous):
     """`new` with its non-finite entries replaced by those of `previous`. On
-    a CPU one sum per tensor tells first whether there is anything to
-    replace (a sum is finite when every entry is, barring an overflow that
-    only sends it to the elementwise check): on the MLP this saved ~0.25 ms
-    of torch's ~0.3 ms isfinite-and-where per tensor. On an accelerator the
-    elementwise `where` runs (reading the sums would wait for the device)."""
+    a CPU one sum per tensor first tells whether anything needs replacing (a
+    sum of finite entries is finite, barring an overflow, which only sends
+    it to the elementwise check; MLP: 0.3 -> 0.05 ms per tensor). On an
+    accelerator `where` runs (reading the sums would wait for the device)."""
     out = []
     for n, p in zip(new, previous):
         if n.device.type != "cpu" or not bool(torch.isfinite(n.sum())):
             n = torch.where(torch.isfinite(n), n, torch.as_tensor(p, dtype=n.dtype, device=n.device))
         out.append(n)
     return out
+
+
+def multiply_into(temporaries, factors):
+    """temporaries * factors in the temporaries' memory (a Hutchinson peak: one buffer fewer)."""
+    return [t.mul_(torch.as_tensor(f, dtype=t.dtype, device=t.device)) for t, f in zip(temporaries, factors)]
 
 
 def _generator(seed, step):
