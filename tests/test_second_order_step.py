@@ -112,17 +112,20 @@ def test_curvature_of_a_batchnorm_step_is_the_hessian_of_its_batch_statistics(in
 
 
 @pytest.mark.parametrize("skip_nonfinite", [False, True])
-def test_refreshes_land_on_every_kth_step_across_fit_calls_and_train_on_batch(skip_nonfinite, tmp_path):
+@pytest.mark.parametrize("make", [kz.SophiaH, kz.Newton], ids=["sophiah", "newton_diagonal"])
+def test_refreshes_land_on_every_kth_step_across_fit_calls_and_train_on_batch(make, skip_nonfinite, tmp_path):
     """Interval 3: the estimate is rewritten at steps 0, 3, 6, ... however the
     steps arrive (`fit` calls, `train_on_batch` between them, several steps
     per execution where the backend has them, saved state loaded back). Each
     batch is a constant c, so the exact Hutchinson estimate of MSE(c w, 0) in
-    the scalar w is 2 c^2 and the slot names the step that last refreshed it."""
+    the scalar w is 2 c^2 and the slot names the step that last refreshed it
+    (Newton's diagonal: its last slot, D, beside the direction it computes
+    every step)."""
     model = kz.with_curvature(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)]))
-    opt = kz.SophiaH(1e-6, hessian_update_interval=3, skip_nonfinite=skip_nonfinite)
+    opt = make(1e-6, hessian_update_interval=3, skip_nonfinite=skip_nonfinite)
     model.compile(optimizer=opt, loss="mse", steps_per_execution=1 if BACKEND == "torch" else 2)
     batches = lambda first, count: np.repeat(np.arange(first, first + count, dtype="float32") + 1, 4)[:, None]  # noqa: E731
-    slot = lambda: float(keras.ops.convert_to_numpy(opt.curvature_slots()[0])[0, 0])  # noqa: E731
+    slot = lambda: float(keras.ops.convert_to_numpy(opt.curvature_slots()[-1])[0, 0])  # noqa: E731
     x = batches(0, 5)  # steps 0-4: refreshes at 0 and 3 (c = 4)
     model.fit(x, np.zeros_like(x), batch_size=4, shuffle=False, verbose=0)
     assert slot() == pytest.approx(2 * 4.0**2)

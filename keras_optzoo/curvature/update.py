@@ -113,9 +113,12 @@ class CurvatureUpdate:
     def _keep_finite(new, previous):
         return backend.keep_finite(new, previous)
 
-    def compute(self, oracle, step, previous):
+    def compute(self, oracle, step, previous, refresh=None):
+        """The new slot contents on a refresh step. `refresh` True or False
+        (JAX's two programs, chosen on the host) tells Newton's diagonal
+        whether to estimate without a cond; None decides from `is_refresh`."""
         if self.request.kind == "newton":
-            return self._newton(oracle, oracle.grads, oracle.loss, oracle.loss_at, step, previous)
+            return self._newton(oracle, oracle.grads, oracle.loss, oracle.loss_at, step, previous, refresh=refresh)
         return self._keep_finite(self._finish(self._linear_part(oracle, step), oracle), previous)
 
     def __call__(self, oracle, step, previous, replica_sum=None):
@@ -134,7 +137,7 @@ class CurvatureUpdate:
             return gauss_newton_product(oracle, self._loss_of_outputs(y, sample_weight))
         return oracle.hvp
 
-    def _newton(self, oracle, grads, loss, loss_at, step, previous, product=None, replica_sum=None):
+    def _newton(self, oracle, grads, loss, loss_at, step, previous, product=None, replica_sum=None, refresh=None):
         """The direction d of a damped Newton step theta <- theta - lr d, and
         the Levenberg-Marquardt update of the damping lambda (Martens 2010):
         rho = (f(theta - d) - f(theta)) / (q(-d) - q(0)) on the step's batch,
@@ -146,11 +149,17 @@ class CurvatureUpdate:
         damping = ops.cast(previous[n], grads[0].dtype)
         if request.method == "diagonal":
             d_prev = previous[n + 1:]
-            # At interval 1 no cond: on JAX an HVP inside one compiles a conv
-            # kernel's gradient without XLA:CPU's fast kernel (backend/jax/train_step.py).
-            refresh = True if request.interval == 1 else self.optimizer.is_refresh(step)
+            # No cond at interval 1 or where the caller knows (JAX's two programs):
+            # on JAX an HVP inside one compiles a conv kernel's gradient without
+            # XLA:CPU's fast kernel (backend/jax/train_step.py).
+            known = refresh is not None
+            if not known:
+                refresh = True if request.interval == 1 else self.optimizer.is_refresh(step)
             if replica_sum is None:
                 diag = _select(refresh, lambda: hutchinson(product, probes(request, grads, step)), lambda: list(d_prev))
+                if known and refresh and request.interval > 1:  # the host's choice, confirmed on the device
+                    keep = self.optimizer.is_refresh(step)
+                    diag = [ops.where(keep, s, ops.cast(p, s.dtype)) for s, p in zip(diag, d_prev)]
             else:  # each replica's share under the cond, one sum outside it (a collective cannot run inside)
                 local = _select(refresh, lambda: hutchinson(self._product(oracle), probes(request, grads, step)),
                                 lambda: [ops.zeros_like(d) for d in d_prev])  # fmt: skip

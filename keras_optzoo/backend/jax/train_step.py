@@ -18,7 +18,7 @@ HOST_STEPS = False
 
 def make_train_function(model, curvature):
     """`fit`'s train function when the curvature is refreshed every k > 1
-    steps (None otherwise: Keras's own, one program). Two programs, each
+    steps (also Newton's diagonal; None otherwise: Keras's own, one program). Two programs, each
     compiled once: the refresh step and the plain one, chosen per step on
     the host from a step count kept here. Why not one program with the
     choice inside `lax.cond`: XLA:CPU compiles the convolutions that a
@@ -31,7 +31,7 @@ def make_train_function(model, curvature):
     `fit`, `train_on_batch`, a callback's sync) or when a step may leave
     `iterations` unchanged (`skip_nonfinite`, a loss scale); the refresh
     program still checks `is_refresh` on the device."""
-    if model.run_eagerly or not model.jit_compile or curvature.always:
+    if model.run_eagerly or not model.jit_compile or curvature.request.interval == 1:
         return None
     outer, optimizer = _common.optimizers_of(model)
     position = [id(v) for v in outer.variables].index(id(optimizer.iterations))
@@ -65,7 +65,9 @@ def train_step(model, state, data, curvature, refresh=None):
     keep their values if `is_refresh` says otherwise on the device); False:
     a plain gradient; None: one program for every step, with `lax.cond`
     choosing (or always refreshing when the curvature is needed each step).
-    `make_train_function` runs the first two."""
+    `make_train_function` runs the first two; Newton (diagonal, interval
+    k > 1), whose direction is computed every step, is told by `refresh`
+    whether to estimate D, so it needs no cond either."""
     outer, opt = _common.optimizers_of(model)  # built by Keras's JAX trainer before the first step
     trainable, non_trainable, opt_values, metrics_values = state
     x, y, sample_weight = _common.unpack(data)
@@ -89,7 +91,7 @@ def train_step(model, state, data, curvature, refresh=None):
         scaling = _common.scales_loss(outer)
         unscale = lambda g: _common.unscaled(outer, g, scale)  # noqa: E731
         oracle = Oracle(loss_and_aux, trainable, (y, sample_weight), curvature.needs, unscale, scaling)
-        new = curvature.compute(oracle, step, previous)
+        new = curvature.compute(oracle, step, previous, refresh=refresh)
         return oracle.scaled_grads, oracle.aux, [jnp.asarray(n, p.dtype) for n, p in zip(new, previous)]
 
     def plain():
