@@ -76,9 +76,9 @@ def _schedule(optimizer, dtype):
     """(t, r, refresh) as tensors: the 1-based step, the number of refreshes
     so far, and 1.0 on a refresh step (0.0 otherwise)."""
     step = tf.cast(optimizer.iterations, tf.int32)
-    k = optimizer.hessian_update_interval
-    refresh = tf.cast(tf.equal(tf.math.floormod(step, k), 0), dtype)
-    return tf.cast(step + 1, dtype), tf.cast(tf.math.floordiv(step, k) + 1, dtype), refresh
+    refresh = tf.cast(optimizer.is_refresh(step), dtype)
+    count = tf.math.floordiv(step, optimizer.hessian_update_interval) + 1
+    return tf.cast(step + 1, dtype), tf.cast(count, dtype), refresh
 
 
 def _second_order(program, names, schedule, slots):
