@@ -114,12 +114,22 @@ class CurvatureUpdate:
         return backend.keep_finite(new, previous)
 
     def compute(self, oracle, step, previous, refresh=None):
-        """The new slot contents on a refresh step. `refresh` True or False
-        (JAX's two programs, chosen on the host) tells Newton's diagonal
-        whether to estimate without a cond; None decides from `is_refresh`."""
+        """The new slot contents on a refresh step. `refresh` True or False:
+        the caller chose (JAX's two programs, on the host); with True the
+        estimate is kept only where `is_refresh(step)` confirms it on the
+        device (a select, not a cond), and Newton's diagonal estimates
+        without a cond. None: Newton's diagonal decides from `is_refresh`."""
         if self.request.kind == "newton":
             return self._newton(oracle, oracle.grads, oracle.loss, oracle.loss_at, step, previous, refresh=refresh)
-        return self._keep_finite(self._finish(self._linear_part(oracle, step), oracle), previous)
+        new = self._keep_finite(self._finish(self._linear_part(oracle, step), oracle), previous)
+        return self._confirmed(new, previous, step) if refresh is True else new
+
+    def _confirmed(self, new, previous, step):
+        """`new` where `is_refresh(step)` holds on the device, else `previous`."""
+        if self.request.interval == 1:
+            return new
+        keep = self.optimizer.is_refresh(step)
+        return [ops.where(keep, n, ops.cast(p, n.dtype)) for n, p in zip(new, previous)]
 
     def __call__(self, oracle, step, previous, replica_sum=None):
         if replica_sum is not None:
@@ -157,9 +167,8 @@ class CurvatureUpdate:
                 refresh = True if request.interval == 1 else self.optimizer.is_refresh(step)
             if replica_sum is None:
                 diag = _select(refresh, lambda: hutchinson(product, probes(request, grads, step)), lambda: list(d_prev))
-                if known and refresh and request.interval > 1:  # the host's choice, confirmed on the device
-                    keep = self.optimizer.is_refresh(step)
-                    diag = [ops.where(keep, s, ops.cast(p, s.dtype)) for s, p in zip(diag, d_prev)]
+                if known and refresh:  # the host's choice, confirmed on the device
+                    diag = self._confirmed(diag, d_prev, step)
             else:  # each replica's share under the cond, one sum outside it (a collective cannot run inside)
                 local = _select(refresh, lambda: hutchinson(self._product(oracle), probes(request, grads, step)),
                                 lambda: [ops.zeros_like(d) for d in d_prev])  # fmt: skip

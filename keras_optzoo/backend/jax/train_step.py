@@ -98,13 +98,10 @@ def train_step(model, state, data, curvature, refresh=None):
         grads, aux = jax.grad(loss_and_aux, has_aux=True)(trainable)
         return grads, aux, list(previous)
 
-    if curvature.always:
+    if curvature.always or refresh:  # `compute` confirms a host-chosen refresh on the device
         grads, aux, new = refreshed()
     elif refresh is None:
         grads, aux, new = jax.lax.cond(opt.is_refresh(step), refreshed, plain)
-    elif refresh:
-        grads, aux, new = refreshed()
-        new = [jnp.where(opt.is_refresh(step), n, p) for n, p in zip(new, previous)]
     else:  # the update leaves the curvature averages out (`no_refresh`)
         grads, aux, new = plain()
     unscaled_loss, y_pred, new_non_trainable, new_metrics = aux

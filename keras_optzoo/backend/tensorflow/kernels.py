@@ -77,8 +77,7 @@ def _schedule(optimizer, dtype):
     so far, and 1.0 on a refresh step (0.0 otherwise)."""
     step = tf.cast(optimizer.iterations, tf.int32)
     refresh = tf.cast(optimizer.is_refresh(step), dtype)
-    count = tf.math.floordiv(step, optimizer.hessian_update_interval) + 1
-    return tf.cast(step + 1, dtype), tf.cast(count, dtype), refresh
+    return tf.cast(step + 1, dtype), optimizer._refresh_count(dtype), refresh
 
 
 def _second_order(program, names, schedule, slots):
