@@ -146,3 +146,30 @@ def test_host_step_follows_training_and_loading(tmp_path):
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert loaded.optimizer.host_step() == 8
+
+
+def test_probe_signs_are_the_bits_of_the_words_as_numpy_unpacks_them():
+    """Bit j of word i (least significant first) is probe entry 32 i + j, +1
+    for a 1 and -1 for a 0, in every backend's unpacking (TensorFlow's XLA
+    program, torch's in-place one, JAX's keras.ops one), against
+    `np.unpackbits`; a shape that does not fill the last word is cut."""
+    from keras_optzoo.backend import _common
+
+    words = np.random.default_rng(3).integers(-(2**31), 2**31, size=3, dtype=np.int64).astype(np.int32)
+    bits = np.unpackbits(words.astype("<i4").view(np.uint8), bitorder="little")
+    shape = (7, 11)  # 77 entries: two words and 13 bits of the third
+    expected = (2.0 * bits[:77] - 1.0).reshape(shape)
+    if BACKEND == "tensorflow":
+        from keras_optzoo.backend.tensorflow.kernels_second_order import probe_signs as unpack
+    elif BACKEND == "torch":
+        import torch
+
+        from keras_optzoo.backend.torch.hvp import _signs
+
+        def unpack(w, shape, dtype):
+            return _signs(torch.as_tensor(w).reshape(-1, 1), shape, getattr(torch, dtype))
+    else:
+        unpack = _common.signs
+    out = keras.ops.convert_to_numpy(unpack(keras.ops.convert_to_tensor(words), shape, "float32"))
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, expected)

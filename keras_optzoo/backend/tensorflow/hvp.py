@@ -2,13 +2,13 @@
 
 import tensorflow as tf
 
-from keras_optzoo.backend._common import check_scalar, dot, signs, stateless_loss, words_for
+from keras_optzoo.backend._common import check_scalar, dot, stateless_loss, words_for
 from keras_optzoo.backend.tensorflow.hvp_moments import exact_function
+from keras_optzoo.backend.tensorflow.kernels_second_order import probe_signs
 
 
 def dense(gradient):
-    """A dense tensor for a gradient that TensorFlow gives as `IndexedSlices`
-    (Embedding layers, `tf.gather`); other tensors (and None) unchanged."""
+    """`IndexedSlices` gradients (Embedding, `tf.gather`) as dense tensors; others (and None) unchanged."""
     return tf.convert_to_tensor(gradient) if isinstance(gradient, tf.IndexedSlices) else gradient
 
 
@@ -147,4 +147,4 @@ def rademacher(variables, seed, step):
     keys = [tf.stack([tf.constant(seed + 104729 * i, tf.int32), step]) for i in range(len(variables))]
     words = [tf.random.stateless_uniform((words_for(v.shape),), k, minval=None, maxval=None, dtype=tf.int32)
              for v, k in zip(variables, keys)]  # fmt: skip
-    return [signs(w, tuple(v.shape), v.dtype) for w, v in zip(words, variables)]
+    return [probe_signs(w, tuple(v.shape), v.dtype) for w, v in zip(words, variables)]

