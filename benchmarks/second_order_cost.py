@@ -355,9 +355,10 @@ def measure(args):
                     "cpu_ratio": statistics.median(cpu[label]) / statistics.median(cpu[ADAM]),
                     "memory": memory.get(label),
                     "params": param_bytes(models[label]) // 4,
-                    # the least a refresh every `interval` steps adds to Adam's step (CPU time)
-                    # (Sophia-G's Gauss-Newton-Bartlett estimate needs no HVP: no floor)
-                    "floor": None if interval is None or family == "SophiaG" else floor(grad_ms, hvp_ms, adam_cpu_ms, interval),
+                    # the least a refresh every `interval` steps adds to Adam's step (CPU time);
+                    # Sophia-G's Gauss-Newton-Bartlett estimate needs no HVP: no floor
+                    "floor": (None if interval is None or family == "SophiaG"
+                              else floor(grad_ms, hvp_ms, adam_cpu_ms, interval)),
                     "grad_ms": grad_ms, "hvp_ms": hvp_ms,
                 })  # fmt: skip
             del models
