@@ -334,12 +334,11 @@ def measure(args):
                     models[label].fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
                     times[label].append(time.perf_counter() - start)
                     cpu[label].append(time.process_time() - start_cpu)
-            if size == args.sizes[0]:  # neither depends on the data size
-                grad_ms, hvp_ms = hvp_floor(models[ADAM], x[:BATCH], y[:BATCH])
             adam_cpu_ms = 1000 * statistics.median(cpu[ADAM]) / steps
             memory = {}
-            if size == args.sizes[0]:
+            if size == args.sizes[0]:  # neither the floor nor memory depends on the data size
                 xb, yb = x[:BATCH], y[:BATCH]
+                grad_ms, hvp_ms = hvp_floor(models[ADAM], xb, yb)
                 for label, _, interval, _ in cases:
                     to_refresh_step(models[label], xb, yb, interval)
                     extra = peak(models[label], xb, yb)

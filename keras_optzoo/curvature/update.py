@@ -109,10 +109,6 @@ class CurvatureUpdate:
         batch_size = ops.cast(ops.shape(oracle.outputs)[0], "float32") * ops.cast(replicas, "float32")
         return [ops.multiply(ops.square(g), ops.cast(batch_size, g.dtype)) for g in summed]
 
-    @staticmethod
-    def _keep_finite(new, previous):
-        return backend.keep_finite(new, previous)
-
     def compute(self, oracle, step, previous, refresh=None):
         """The new slot contents on a refresh step. `refresh` True or False:
         the caller chose (JAX's two programs, on the host); with True the
@@ -121,7 +117,7 @@ class CurvatureUpdate:
         without a cond. None: Newton's diagonal decides from `is_refresh`."""
         if self.request.kind == "newton":
             return self._newton(oracle, oracle.grads, oracle.loss, oracle.loss_at, step, previous, refresh=refresh)
-        new = self._keep_finite(self._finish(self._linear_part(oracle, step), oracle), previous)
+        new = backend.keep_finite(self._finish(self._linear_part(oracle, step), oracle), previous)
         return self._confirmed(new, previous, step) if refresh is True else new
 
     def _confirmed(self, new, previous, step):
@@ -173,7 +169,7 @@ class CurvatureUpdate:
                 local = _select(refresh, lambda: hutchinson(self._product(oracle), probes(request, grads, step)),
                                 lambda: [ops.zeros_like(d) for d in d_prev])  # fmt: skip
                 diag = [ops.where(refresh, s, ops.cast(p, s.dtype)) for s, p in zip(replica_sum(local), d_prev)]
-            diag = self._keep_finite(diag, d_prev)
+            diag = backend.keep_finite(diag, d_prev)
             direction = [g / (ops.abs(h) + damping) for g, h in zip(grads, diag)]
             curvature = dot(direction, [ops.abs(h) * d for h, d in zip(diag, direction)])
             extra = diag
@@ -195,7 +191,7 @@ class CurvatureUpdate:
                                ops.where(rho > 0.75, DAMPING_DOWN, 1.0))  # fmt: skip
             damping = ops.clip(damping * ops.cast(factor, damping.dtype), *DAMPING_RANGE)
             direction = [ops.where(taken, d, ops.zeros_like(d)) for d in direction]
-        direction = self._keep_finite(direction, [ops.zeros_like(d) for d in direction])
+        direction = backend.keep_finite(direction, [ops.zeros_like(d) for d in direction])
         return direction + [ops.reshape(damping, ops.shape(previous[n]))] + list(extra)
 
     def _distributed(self, oracle, step, previous, replica_sum):
@@ -222,4 +218,4 @@ class CurvatureUpdate:
         if not self.always:
             refresh = self.optimizer.is_refresh(step)
             new = [ops.where(refresh, s, ops.cast(p, s.dtype)) for s, p in zip(new, previous)]
-        return self._keep_finite(new, previous)
+        return backend.keep_finite(new, previous)
