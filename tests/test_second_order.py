@@ -86,10 +86,11 @@ def test_update_matches_docstring_equations_for_given_curvature(name, interval):
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("name", ["adahessian", "hybrid", "sophiah"])
 def test_updates_built_under_no_refresh_match_the_equations(name, fused):
-    """A train step that knows a step does not refresh (JAX's plain program)
-    builds its update under `no_refresh()`, which leaves the curvature
-    averages out: the numbers are still the equations' (interval 3, the
-    non-refresh steps under it)."""
+    """A train step that knows a step does not refresh (JAX's plain program,
+    TensorFlow's non-refresh branch, whose kernels then neither read the
+    curvature nor write its average) builds its update under `no_refresh()`:
+    the numbers are still the equations' (interval 3, the non-refresh steps
+    under it)."""
     cls, cfg = CONFIGS[name]
     rng = np.random.default_rng(1)
     init = [rng.standard_normal(s).astype("float32") for s in SHAPES]

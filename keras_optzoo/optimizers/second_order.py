@@ -71,9 +71,10 @@ class SecondOrderOptimizer(OptzooOptimizer):
     - `supplied_by_train_step()`: called by the train step, which then
       writes `curvature_slots()` before every `apply`;
     - `no_refresh()`: a context in which a train step that is known, when
-      it is traced, not to refresh (JAX's plain program) builds its update:
-      the curvature averages are then left out of it entirely (no pass
-      over them) instead of being kept by a decay of 1.
+      it is traced, not to refresh (JAX's plain program, TensorFlow's
+      non-refresh branch) builds its update: the curvature averages are
+      then left out of it entirely (no pass over them) instead of being
+      kept by a decay of 1 (`known_not_to_refresh` says so to kernels).
 
     Args (shared):
         hessian_update_interval: k >= 1; the estimate is recomputed when
@@ -143,6 +144,11 @@ class SecondOrderOptimizer(OptzooOptimizer):
         finally:
             self._refreshing = None
 
+    @property
+    def known_not_to_refresh(self):
+        """True within `no_refresh()`."""
+        return self._refreshing is False
+
     # -- Keras hooks -------------------------------------------------------------
     def build(self, var_list):
         if self.built:
@@ -179,7 +185,7 @@ class SecondOrderOptimizer(OptzooOptimizer):
     def _ema_on_refresh(self, average, value, decay, dtype):
         """An EMA step on refresh steps only (decay 1, no change, in between;
         nothing at all where the step is known not to refresh)."""
-        if self._refreshing is False:
+        if self.known_not_to_refresh:
             return
         refresh = ops.cast(self.is_refresh(self.iterations), dtype)
         self._ema(average, value, 1.0 - refresh * (1.0 - decay))

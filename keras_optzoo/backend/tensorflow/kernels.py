@@ -74,9 +74,10 @@ def _adam(optimizer, hp, g, variable, lr):
 # -- second-order optimizers (kernels_second_order: one XLA program each) -------
 def _schedule(optimizer, dtype):
     """(t, r, refresh) as tensors: the 1-based step, the number of refreshes
-    so far, and 1.0 on a refresh step (0.0 otherwise)."""
+    so far, and 1.0 on a refresh step (0.0 otherwise); refresh None where the
+    step is known not to refresh (the programs then skip the averages)."""
     step = tf.cast(optimizer.iterations, tf.int32)
-    refresh = tf.cast(optimizer.is_refresh(step), dtype)
+    refresh = None if optimizer.known_not_to_refresh else tf.cast(optimizer.is_refresh(step), dtype)
     return tf.cast(step + 1, dtype), optimizer._refresh_count(dtype), refresh
 
 

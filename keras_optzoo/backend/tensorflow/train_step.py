@@ -84,10 +84,25 @@ def _train_step(model, data, curvature):
         for slot, value in zip(slots, values):
             slot.assign(value)
 
+    def apply():
+        outer.apply_gradients(zip(grads, variables))
+
     if distributed or curvature.always:
         write(curvature(oracle, opt.iterations, previous, replica_sum=_replica_sum if distributed else None))
-    else:  # the slots are written on refresh steps only: the others leave them and copy nothing
+        apply()
+    else:
+        # One cond: a refresh writes the slots and updates with the curvature
+        # averages; the other steps copy nothing and update without them
+        # (`no_refresh`: no pass over the curvature or its average).
         step = opt.iterations
-        cond_effects(opt.is_refresh(step), lambda: write(curvature.compute(oracle, step, previous)), lambda: None)
-    outer.apply_gradients(zip(grads, variables))
+
+        def refresh():
+            write(curvature.compute(oracle, step, previous))
+            apply()
+
+        def plain():
+            with opt.no_refresh():
+                apply()
+
+        cond_effects(opt.is_refresh(step), refresh, plain)
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
