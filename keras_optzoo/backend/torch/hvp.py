@@ -1,15 +1,12 @@
 """torch: Hessian-vector products by double backward on the variables'
-`.value` tensors.
-
-(`torch.func.functional_call` on a Keras model gives zero gradients, so the
-graph of the ordinary forward pass is differentiated twice instead.)
-"""
+`.value` tensors (`torch.func.functional_call` on a Keras model gives zero
+gradients, so the graph of the ordinary forward pass is differentiated twice)."""
 
 import math
 
 import torch
 
-from keras_optzoo.backend._common import WORD_BITS, check_scalar, stateless_loss, words_for
+from keras_optzoo.backend._common import check_scalar, stateless_loss, words_for
 
 
 def dense(gradient):
@@ -130,21 +127,24 @@ def uniform(like, seed, step):
     return torch.rand(tuple(like.shape), generator=_generator(seed, step)).to(like.device)
 
 
+_BYTE_SIGNS = torch.tensor([[((b >> j) & 1) * 2.0 - 1.0 for j in range(8)] for b in range(256)])  # byte -> 8 signs
+
+
 def rademacher(variables, seed, step):
     """+-1 probes shaped like `variables`, a function of (seed, step)."""
     generator, out = _generator(seed, step), []
     for v in variables:
         like = getattr(v, "value", v)  # a variable or a tensor shaped like one
-        # The words are drawn on the host and unpacked on the variable's device.
-        words = torch.randint(-(2**31), 2**31, (words_for(v.shape), 1), generator=generator, dtype=torch.int32)
-        out.append(_signs(words.to(like.device), tuple(v.shape), like.dtype))
+        words = torch.randint(-(2**31), 2**31, (words_for(v.shape),), generator=generator, dtype=torch.int32)
+        out.append(_signs(words.to(like.device), tuple(v.shape), like.dtype))  # drawn on the host, unpacked on the device
     return out
 
 
 def _signs(words, shape, dtype):
-    """`_common.signs` (bit j of word i -> entry 32 i + j, +1 for a 1) with
-    two temporaries and in-place steps: the keras.ops version's five
-    temporaries of the probe's size cost 1.3 ms on the MLP, this 0.35 ms."""
-    shifts = torch.arange(WORD_BITS, dtype=torch.int32, device=words.device)
-    bits = torch.bitwise_right_shift(words, shifts).bitwise_and_(1).view(-1)[: math.prod(shape)]
-    return bits.to(dtype).mul_(2).sub_(1).view(shape)
+    """`_common.signs` (bit j of word i -> entry 32 i + j, +1 for a 1) as one
+    gather: each byte of the words (least significant first: little-endian)
+    picks its row of `_BYTE_SIGNS`. One pass writes the probe where shifting
+    and masking made five: `fit`, MLP, Hybrid k=1 1.99 -> 1.90x Adam."""
+    table = _BYTE_SIGNS.to(device=words.device, dtype=dtype)
+    rows = torch.index_select(table, 0, words.reshape(-1).view(torch.uint8).int())
+    return rows.view(-1)[: math.prod(shape)].view(shape)
