@@ -151,7 +151,7 @@ def test_host_step_follows_training_and_loading(tmp_path):
 def test_probe_signs_are_the_bits_of_the_words_as_numpy_unpacks_them():
     """Bit j of word i (least significant first) is probe entry 32 i + j, +1
     for a 1 and -1 for a 0, in every backend's unpacking (TensorFlow's XLA
-    program, torch's in-place one, JAX's keras.ops one), against
+    program, torch's byte table, JAX's keras.ops one), against
     `np.unpackbits`; a shape that does not fill the last word is cut."""
     from keras_optzoo.backend import _common
 
