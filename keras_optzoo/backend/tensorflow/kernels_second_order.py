@@ -42,17 +42,13 @@ def _ema(handle, value, weight):
     return average
 
 
-def _ema_on_refresh(handle, value, weight, dtype):
-    """`_ema` with the tensor weight `refresh * (1 - decay)`; with weight
-    None (a step known not to refresh, see `SecondOrderOptimizer.no_refresh`)
-    the average is only read, and `value()` (the curvature read) never runs."""
-    if weight is None:
+def _ema_on_refresh(handle, value, refresh, decay, dtype):
+    """`_ema` with the weight `refresh * (1 - decay)`; with refresh None (a
+    step known not to refresh, see `SecondOrderOptimizer.no_refresh`) the
+    average is only read, and `value()` (the curvature read) never runs."""
+    if refresh is None:
         return _read(handle, dtype)
-    return _ema(handle, value(), weight)
-
-
-def _weight(refresh, decay):
-    return None if refresh is None else refresh * (1.0 - decay)
+    return _ema(handle, value(), refresh * (1.0 - decay))
 
 
 def _correction(beta, count):
@@ -77,7 +73,7 @@ def hybrid(var, grad, curvature, m, v, h, lr, t, r, refresh, b1, b2, b3, eps, l2
         d = _read(curvature, dtype)
         return tf.abs(d + l2 if l2 else d)
 
-    h = _ema_on_refresh(h, magnitude, _weight(refresh, b3), dtype)
+    h = _ema_on_refresh(h, magnitude, refresh, b3, dtype)
     denom = tf.maximum(tf.sqrt(v * _correction(b2, t)), h * _correction(b3, r)) + eps
     _write(var, theta - m * (lr * _correction(b1, t)) / denom)
 
@@ -94,7 +90,7 @@ def adahessian(var, grad, curvature, m, v, lr, t, r, refresh, b1, b2, eps, power
         return tf.square(d)
 
     m = _ema(m, grad, 1.0 - b1)
-    v = _ema_on_refresh(v, squared, _weight(refresh, b2), dtype)
+    v = _ema_on_refresh(v, squared, refresh, b2, dtype)
     root = tf.sqrt(v * _correction(b2, r))
     # XLA does not fold pow(x, 1.0): at the default power the pass over
     # exp/log cost AdaHessian's step 0.2 ms of 1.2 on the MLP.
@@ -106,7 +102,7 @@ def adahessian(var, grad, curvature, m, v, lr, t, r, refresh, b1, b2, eps, power
 def sophia(var, grad, curvature, m, h, lr, refresh, b1, b2, gamma, eps):
     dtype = grad.dtype
     m = _ema(m, grad, 1.0 - b1)
-    h = _ema_on_refresh(h, lambda: _read(curvature, dtype), _weight(refresh, b2), dtype)
+    h = _ema_on_refresh(h, lambda: _read(curvature, dtype), refresh, b2, dtype)
     ratio = m / tf.maximum(h * gamma, eps)
     _write(var, _read(var, dtype) - tf.clip_by_value(ratio, -1.0, 1.0) * lr)
 
