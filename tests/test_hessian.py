@@ -167,7 +167,7 @@ def test_probe_signs_are_the_bits_of_the_words_as_numpy_unpacks_them():
         from keras_optzoo.backend.torch.hvp import _signs
 
         def unpack(w, shape, dtype):
-            return _signs(torch.as_tensor(w).reshape(-1, 1), shape, getattr(torch, dtype))
+            return _signs(torch.as_tensor(w), shape, getattr(torch, dtype))
     else:
         unpack = _common.signs
     out = keras.ops.convert_to_numpy(unpack(keras.ops.convert_to_tensor(words), shape, "float32"))
