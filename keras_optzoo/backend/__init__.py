@@ -27,7 +27,8 @@ One subpackage per backend, one module per job (as Keras splits
   loss at weights + deltas); on JAX also `make_train_function(model,
   curvature)`, a refresh program and a plain one chosen per step;
 - `kernels`: `KERNELS`, a table kind -> fused update kernel (one small
-  function per algorithm), `DECAY_IN_KERNEL`, and `cond_effects`;
+  function per algorithm), `DECAY_IN_KERNEL`, `cond_effects`, and on JAX
+  `cond_values` (elsewhere `keras.ops.cond`);
 - `dot(xs, ys)`: the inner product of two lists of tensors, in keras.ops;
 - `optimizers_of(model)`: (the optimizer that applies, the second-order one
   inside it), which differ under a LossScaleOptimizer.
@@ -72,6 +73,8 @@ HOST_STEPS = _train_step.HOST_STEPS
 KERNELS = kernels.KERNELS
 DECAY_IN_KERNEL = kernels.DECAY_IN_KERNEL
 cond_effects = kernels.cond_effects
+# One of two pure branches' results (a traced cond where the step is traced).
+cond_values = getattr(kernels, "cond_values", keras.ops.cond)
 
 
 def fused_update(optimizer, spec, grads, variables, learning_rate):

@@ -2,7 +2,8 @@
 
 from keras_optzoo.optimizers.adam import AMSGrad, Adam, AdamW
 from keras_optzoo.optimizers.adaptive import Adagrad, RMSprop
-from keras_optzoo.optimizers.registry import ALL_OPTIMIZERS, FIRST_ORDER, SECOND_ORDER, get
+from keras_optzoo.optimizers.kronecker import SOAP, Shampoo
+from keras_optzoo.optimizers.registry import ALL_OPTIMIZERS, FIRST_ORDER, KRONECKER, SECOND_ORDER, get
 from keras_optzoo.optimizers.second_order import (
     AdaHessian,
     CurvatureRequest,
@@ -28,10 +29,13 @@ __all__ = [
     "AdaHessian",
     "SophiaH",
     "SophiaG",
+    "SOAP",
+    "Shampoo",
     "SecondOrderOptimizer",
     "CurvatureRequest",
     "ALL_OPTIMIZERS",
     "FIRST_ORDER",
     "SECOND_ORDER",
+    "KRONECKER",
     "get",
 ]

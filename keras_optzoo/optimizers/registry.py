@@ -4,12 +4,16 @@ import keras
 
 from keras_optzoo.optimizers.adam import AMSGrad, Adam, AdamW
 from keras_optzoo.optimizers.adaptive import Adagrad, RMSprop
+from keras_optzoo.optimizers.kronecker import SOAP, Shampoo
 from keras_optzoo.optimizers.second_order import AdaHessian, Hybrid, Newton, SophiaG, SophiaH
 from keras_optzoo.optimizers.sgd import SGD, Momentum, Nesterov
 
 FIRST_ORDER = (SGD, Momentum, Nesterov, Adagrad, RMSprop, Adam, AMSGrad, AdamW)
 SECOND_ORDER = (Newton, Hybrid, AdaHessian, SophiaH, SophiaG)
-ALL_OPTIMIZERS = FIRST_ORDER + SECOND_ORDER
+# Kronecker-factored preconditioners: gradients only (plain compile), like
+# the first-order ones, but with matrix state per weight dimension.
+KRONECKER = (SOAP, Shampoo)
+ALL_OPTIMIZERS = FIRST_ORDER + SECOND_ORDER + KRONECKER
 
 # Lower-case names and the seeds' abbreviations. GD and mini-batch GD are SGD
 # run with another batch size (see `SGD`), so they name the same class.
