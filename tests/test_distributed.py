@@ -23,6 +23,13 @@ CASES = {
     "SophiaH k=10": "kz.SophiaH(1e-3)",
     "Newton-CG": "kz.Newton(0.05, method='cg', damping=1.0, cg_iterations=3)",
     "Newton diagonal k=3": "kz.Newton(0.05, damping=1.0, hessian_update_interval=3)",
+    # Only the 10-wide output dimension rotated. Its factor's null space (the
+    # logits' common shift, to which softmax is blind) holds rounding noise
+    # only; SOAP's default epsilon 1e-8 turns that noise into lr-sized steps
+    # of either sign (harmless for the loss, not reproducible bit for bit),
+    # epsilon 1e-4 keeps them at ~1e-5 lr.
+    "SOAP": "kz.SOAP(1e-3, precondition_frequency=3, max_precondition_dim=16, epsilon=1e-4)",
+    "Shampoo": "kz.Shampoo(1e-3, precondition_frequency=3, epsilon=1e-3, max_preconditioner_dim=512)",
 }
 
 SCRIPT = r"""

@@ -79,14 +79,29 @@ def _apply_modes(x, matrices):
     return x
 
 
+def _shampoo_shape(shape, block, merge):
+    """Size-1 dimensions out; with `merge`, neighbours joined from the right
+    while their product is <= block (Distributed Shampoo's merge_small_dims)."""
+    dims = [n for n in shape if n != 1] or [1]
+    if not merge:
+        return tuple(dims)
+    out = []
+    for n in dims[::-1]:
+        if out and out[0] * n <= block:
+            out[0] *= n
+        else:
+            out.insert(0, n)
+    return tuple(out)
+
+
 def numpy_shampoo(init, grads, lr=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-12, weight_decay=1e-5, block=8192,
                   frequency=100, start=None, grafting="adam", grafting_beta_2=0.999, grafting_epsilon=1e-8,
-                  momentum=0.0, nesterov=False):
+                  momentum=0.0, nesterov=False, merge_dims=True):
     start = start or frequency
     params = [np.asarray(p, np.float64) for p in init]
     state = []
     for p in params:
-        shape = tuple(n for n in p.shape if n != 1) or (1,)
+        shape = _shampoo_shape(p.shape, block, merge_dims)
         cuts = [list(range(0, n, block)) + [n] for n in shape]
         blocks = list(itertools.product(*[list(zip(c[:-1], c[1:])) for c in cuts]))
         state.append(dict(
@@ -138,15 +153,18 @@ def numpy_shampoo(init, grads, lr=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-12,
 
 SHAMPOO_SHAPES = [(6, 4), (4,), (3, 3, 2, 4), (1, 5)]
 SHAMPOO_CASES = {
-    # well-conditioned factors (epsilon 1e-4; a 1e-12 epsilon on a rank-
-    # deficient factor amplifies float32 rounding a million times)
-    "adam": dict(frequency=3, start=4, epsilon=1e-4, lr=1e-2),
+    # Merged by default: (6, 4) -> (24,), (3, 3, 2, 4) -> (72,), factors of
+    # rank <= 12 after 12 steps. Their null-space eigenvalues are float32
+    # rounding (~1e-6 here), so epsilon must dwarf it for float32 to meet the
+    # float64 transcription (at the default 1e-12 the rounding decides).
+    "adam": dict(frequency=3, start=4, epsilon=1e-2, lr=1e-2),
     "blocks": dict(frequency=2, start=2, epsilon=1e-4, lr=1e-2, block=4),
-    "rmsprop_momentum": dict(frequency=3, epsilon=1e-4, lr=1e-2, grafting="rmsprop", momentum=0.5, beta_1=0.0),
+    "rmsprop_momentum": dict(frequency=3, epsilon=1e-2, lr=1e-2, grafting="rmsprop", momentum=0.5, beta_1=0.0),
     "adagrad_nesterov_sum": dict(frequency=2, epsilon=1e-3, lr=1e-2, grafting="adagrad", momentum=0.5,
                                  nesterov=True, beta_2=1.0, weight_decay=0.1),
     "sgd": dict(frequency=2, epsilon=1e-3, lr=1e-2, grafting="sgd"),
     "none": dict(frequency=2, epsilon=1e-2, lr=1e-3, grafting=None),
+    "unmerged": dict(frequency=3, start=4, epsilon=1e-4, lr=1e-2, merge_dims=False),
 }
 KERAS_NAMES = {"lr": "learning_rate", "frequency": "precondition_frequency", "start": "start_preconditioning_step",
                "block": "max_preconditioner_dim"}
@@ -165,11 +183,16 @@ def test_shampoo_matches_numpy_transcription(case):
     assert opt.failed_refreshes == 0
 
 
-def test_shampoo_blocks_and_squeezes_as_documented():
+def test_shampoo_merges_blocks_and_squeezes_as_documented():
+    shapes = [(1, 10, 3), (), (3, 3, 8, 16), (784, 500)]
     opt = kz.Shampoo(max_preconditioner_dim=4)
-    opt.build([keras.Variable(np.zeros((1, 10, 3), "float32")), keras.Variable(np.zeros((), "float32"))])
+    opt.build([keras.Variable(np.zeros(s, "float32")) for s in shapes[:2]])
     sizes = [tuple(int(v.shape[0]) for v in opt.variables if f"shampoo_factor_{i}_" in v.path) for i in range(2)]
     assert sizes == [(4, 3, 4, 3, 2, 3), (1,)]  # (10, 3) in blocks 4/4/2 x 3; a scalar as (1,)
+    opt = kz.Shampoo()  # max_preconditioner_dim 8192
+    opt.build([keras.Variable(np.zeros(s, "float32")) for s in shapes])
+    sizes = [tuple(int(v.shape[0]) for v in opt.variables if f"shampoo_factor_{i}_" in v.path) for i in range(4)]
+    assert sizes == [(30,), (1,), (1152,), (784, 500)]
 
 
 # -- the guard against a failed decomposition --------------------------------------
@@ -234,7 +257,7 @@ def _data():
 
 MAKERS = {
     "SOAP": lambda: kz.SOAP(1e-2, precondition_frequency=2),
-    "Shampoo": lambda: kz.Shampoo(learning_rate=1e-2, precondition_frequency=2, epsilon=1e-4),
+    "Shampoo": lambda: kz.Shampoo(learning_rate=1e-2, precondition_frequency=2, epsilon=1e-2),
 }
 
 

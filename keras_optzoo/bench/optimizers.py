@@ -22,7 +22,7 @@ class BenchOptimizer(NamedTuple):
     name: str  # the --optimizers name
     class_name: str  # in keras_optzoo.optimizers
     label: str  # in tables and legends
-    family: str  # "first-order", "adaptive" or "second-order"
+    family: str  # "first-order", "adaptive", "second-order" or "kronecker"
     kwargs: dict = {}  # fixed settings the benchmark passes besides the learning rate
     full_batch: bool = False  # GD: one step per epoch on the whole training set
     cost: float = 1.0  # an epoch's time relative to SGD's (for the ETA)
@@ -69,23 +69,28 @@ SPECS = (
     BenchOptimizer("adahessian", "AdaHessian", "AdaHessian", "second-order", cost=3.0),
     BenchOptimizer("sophiah", "SophiaH", "Sophia-H", "second-order", cost=3.0),
     BenchOptimizer("sophiag", "SophiaG", "Sophia-G", "second-order", cost=3.0),
+    # Gradients only (plain compile), a factor per weight dimension.
+    BenchOptimizer("soap", "SOAP", "SOAP", "kronecker", cost=4.0),
+    BenchOptimizer("shampoo", "Shampoo", "Shampoo", "kronecker", cost=2.0),
 )
 
 AVAILABLE = {s.name: s for s in SPECS if hasattr(_optimizers, s.class_name)}
 NAMES = tuple(AVAILABLE)
-FIRST_ORDER = tuple(n for n, s in AVAILABLE.items() if s.family != "second-order")
+# The baselines that set the time-to-target targets and the "first-order"
+# side of every verdict: not the curvature or Kronecker-factored methods.
+FIRST_ORDER = tuple(n for n, s in AVAILABLE.items() if s.family in ("first-order", "adaptive"))
 
 
 def label(name):
     return AVAILABLE[name].label
 
 
-# 16 colours (Okabe-Ito, then Paul Tol's "muted" and "bright" sets) and one line
+# 17 colours (Okabe-Ito, then Paul Tol's "muted" and "bright" sets) and one line
 # style per family, so that no two optimizers look alike in black and white either.
 COLORS = ("#000000", "#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#882255",
-          "#999933", "#44AA99", "#AA4499", "#117733", "#332288", "#DDCC77", "#88CCEE", "#BBBBBB")
-LINESTYLES = {"first-order": "-", "adaptive": "--", "second-order": ":"}
-MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "h", "p", "d", "8", "H", "1")
+          "#999933", "#44AA99", "#AA4499", "#117733", "#332288", "#DDCC77", "#88CCEE", "#BBBBBB", "#EE3377")
+LINESTYLES = {"first-order": "-", "adaptive": "--", "second-order": ":", "kronecker": "-."}
+MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "h", "p", "d", "8", "H", "1", "2")
 
 
 def style(name):

@@ -290,9 +290,20 @@ def _power_iteration(factors, bases, v, live):
 
 
 # -- Shampoo ----------------------------------------------------------------------
-def _squeezed_shape(shape):
-    squeezed = tuple(n for n in shape if n != 1)
-    return squeezed or (1,)
+def _squeezed_shape(shape, merge_below=None):
+    """`shape` without its size-1 dimensions; with `merge_below`, adjacent
+    dimensions multiplied together, from the last one back, while the product
+    stays at or below it (Distributed Shampoo's default reshaping)."""
+    squeezed = [n for n in shape if n != 1] or [1]
+    if merge_below is None:
+        return tuple(squeezed)
+    merged = [squeezed[-1]]
+    for n in reversed(squeezed[:-1]):
+        if merged[-1] * n <= merge_below:
+            merged[-1] *= n
+        else:
+            merged.append(n)
+    return tuple(reversed(merged))
 
 
 def _chunks(size, block):
@@ -324,7 +335,11 @@ class Shampoo(_KroneckerBase):
     """Shampoo (Gupta et al. 2018) as Meta's Distributed Shampoo runs it on
     one device (Shi et al. 2023, the AlgoPerf 2024 external-tuning winner).
 
-    A weight's size-1 dimensions are dropped and each remaining dimension is
+    A weight's size-1 dimensions are dropped, adjacent dimensions are merged
+    (from the last one back) while their product stays at or below
+    `max_preconditioner_dim` (`merge_dims`, on by default as in Distributed
+    Shampoo: a Conv2D kernel (3, 3, 16, 32) becomes one dimension of 4,608, a
+    Dense kernel (784, 500) stays as it is), and each remaining dimension is
     cut into blocks of at most `max_preconditioner_dim`. Per block, per
     dimension d, a factor L_d; on every step t:
 
@@ -380,17 +395,19 @@ class Shampoo(_KroneckerBase):
         momentum: heavy-ball momentum in [0, 1), default 0.
         nesterov: bool, default False (Nesterov form of that momentum).
         use_bias_correction: bool, default True.
+        merge_dims: bool, default True (False: every dimension of the
+            squeezed weight keeps its own factor).
     {{base_kwargs}}
     """
 
     _hyperparameters = ("beta_1", "beta_2", "epsilon", "max_preconditioner_dim", "precondition_frequency",
                         "start_preconditioning_step", "exponent_override", "grafting", "grafting_beta_2",
-                        "grafting_epsilon", "momentum", "nesterov", "use_bias_correction")
+                        "grafting_epsilon", "momentum", "nesterov", "use_bias_correction", "merge_dims")
 
     def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-12, weight_decay=1e-5,
                  max_preconditioner_dim=8192, precondition_frequency=100, start_preconditioning_step=None,
                  exponent_override=None, grafting="adam", grafting_beta_2=0.999, grafting_epsilon=1e-8,
-                 momentum=0.0, nesterov=False, use_bias_correction=True, **kwargs):
+                 momentum=0.0, nesterov=False, use_bias_correction=True, merge_dims=True, **kwargs):
         super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, **kwargs)
         v = _validation
         self.beta_1 = v.unit_interval("beta_1", beta_1)
@@ -414,6 +431,7 @@ class Shampoo(_KroneckerBase):
         self.momentum = v.unit_interval("momentum", momentum)
         self.nesterov = v.boolean("nesterov", nesterov)
         self.use_bias_correction = v.boolean("use_bias_correction", use_bias_correction)
+        self.merge_dims = v.boolean("merge_dims", merge_dims)
 
     @property
     def _start(self):
@@ -431,7 +449,7 @@ class Shampoo(_KroneckerBase):
         return tuple(names)
 
     def _layout(self, variable):
-        shape = _squeezed_shape(tuple(variable.shape))
+        shape = _squeezed_shape(tuple(variable.shape), self.max_preconditioner_dim if self.merge_dims else None)
         return shape, [_chunks(n, self.max_preconditioner_dim) for n in shape]
 
     def _build_factors(self, index, variable):
