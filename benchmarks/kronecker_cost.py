@@ -9,8 +9,10 @@ epoch (tracing, compilation, the first eigendecompositions) and then
 and their ratio to `keras.optimizers.AdamW()`'s. The refresh step's own cost
 is measured apart: one `keras.ops.eigh` (SOAP's first step, every Shampoo
 refresh) and one `keras.ops.qr` (SOAP's later refreshes) of a random
-symmetric matrix of each factor's size, summed over the model's factors
-(medians of 5, after one warm-up call).
+symmetric matrix of each factor's size, summed over the factors each
+optimizer keeps at its defaults (SOAP: one per kernel dimension; Shampoo:
+after merging small dimensions, so the MLP's 500 x 10 kernel is one 5,000-wide
+factor), medians of 3 after one warm-up call.
 
 The per-step floor of both algorithms is their matrix work: for a d_in x
 d_out kernel, a factor update of (d_in^2 d_out + d_in d_out^2) multiply-adds
@@ -64,7 +66,7 @@ def step_times(make_model, make_optimizer, x, y, epochs, batch):
     return sum(w for w, _ in timed) / steps, sum(c for _, c in timed) / steps
 
 
-def _median_time(fn, repeats=5):
+def _median_time(fn, repeats=3):
     fn()
     times = []
     for _ in range(repeats):
@@ -74,20 +76,21 @@ def _median_time(fn, repeats=5):
     return statistics.median(times)
 
 
-def refresh_cost(model, max_dim=10000):
-    """(eigh seconds, qr seconds) summed over the factors SOAP's defaults keep."""
+def factor_sizes(model, optimizer):
+    """The widths of the factors `optimizer` keeps for `model` (built, not stepped)."""
+    optimizer.build(model.trainable_weights)
+    return sorted((int(v.shape[0]) for v in optimizer.variables if "_factor_" in v.path), reverse=True)
+
+
+def refresh_cost(sizes):
+    """(eigh seconds, qr seconds) summed over factors of these widths."""
     rng = np.random.default_rng(0)
     eigh = qr = 0.0
-    for w in model.trainable_weights:
-        if len(w.shape) < 2:
-            continue
-        for n in w.shape:
-            if n > max_dim:
-                continue
-            a = rng.standard_normal((n, n)).astype("float32")
-            a = keras.ops.convert_to_tensor(a @ a.T / n)
-            eigh += _median_time(lambda a=a: keras.ops.eigh(a)[1])
-            qr += _median_time(lambda a=a: keras.ops.qr(a)[0])
+    for n in sizes:
+        a = rng.standard_normal((n, n)).astype("float32")
+        a = keras.ops.convert_to_tensor(a @ a.T / n)
+        eigh += _median_time(lambda a=a: keras.ops.eigh(a)[1])
+        qr += _median_time(lambda a=a: keras.ops.qr(a)[0])
     return eigh, qr
 
 
@@ -121,9 +124,13 @@ def main(argv=None):
     for model_name in args.models.split(","):
         model = MODELS[model_name]()
         work, fb = factor_work(model, args.batch)
-        eigh, qr = refresh_cost(model)
-        print(f"\n### {model_name}: factor update {work / 1e6:.1f}M multiply-adds a step = {work / fb:.1f}x the "
-              f"forward-backward ({fb / 1e6:.1f}M); one refresh: eigh {1e3 * eigh:.1f} ms, qr {1e3 * qr:.1f} ms\n")
+        print(f"\n### {model_name}: SOAP's factor update {work / 1e6:.1f}M multiply-adds a step = {work / fb:.1f}x "
+              f"the forward-backward ({fb / 1e6:.1f}M)\n")
+        for name, make in (("SOAP()", kz.SOAP), ("Shampoo()", kz.Shampoo)):
+            sizes = factor_sizes(MODELS[model_name](), make())
+            eigh, qr = refresh_cost(sizes)
+            print(f"- {name} factors {sizes}: one refresh = eigh {1e3 * eigh:.0f} ms of each (QR {1e3 * qr:.0f} ms)")
+        print()
         print("| optimizer | wall ms/step | CPU ms/step | wall x AdamW | CPU x AdamW |")
         print("|---|---|---|---|---|")
         anchor = None

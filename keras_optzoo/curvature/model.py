@@ -21,6 +21,13 @@ class CurvatureModel(keras.Model):
     def __init__(self, model, **kwargs):
         super().__init__(**kwargs)
         self.model = model
+        # Keras's compile maps dict losses and metrics to outputs, and names
+        # the logs (`cls_loss`, `reg_mae`), by the model's `output_names`; a
+        # subclassed Model has none of its own, so the wrapper takes the
+        # wrapped model's.
+        names = getattr(model, "output_names", None)
+        if names:
+            self.output_names = list(names)
         if model.built:  # so that loading builds the optimizer and restores its state
             self.built = True
 
@@ -88,6 +95,14 @@ def with_curvature(model):
         raise TypeError(f"`model` must be a keras.Model; received {type(model).__name__}.")
     if isinstance(model, CurvatureModel):
         return model
+    if type(model).train_step is not keras.Model.train_step:
+        raise TypeError(
+            f"`model` ({type(model).__name__}) overrides `train_step`; with_curvature runs its own train step "
+            "(the curvature needs the loss) and would bypass yours. Either drop the override, or keep it and "
+            "train in your own loop: compute the Hessian information with keras_optzoo.curvature (e.g. "
+            "`Hessian(model, loss, x, y).diagonal()`) and hand it to the optimizer with "
+            "`optimizer.set_curvature(values)` before `optimizer.apply(grads)` (README, 'Your own training loop')."
+        )
     wrapped = CurvatureModel(model, name=f"{model.name}_with_curvature")
     if getattr(model, "compiled", False) and model.optimizer is not None:
         arguments = compat.compile_arguments(model)

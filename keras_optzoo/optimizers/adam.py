@@ -9,16 +9,25 @@ from keras_optzoo.optimizers._base import OptzooOptimizer, register
 class _AdamBase(OptzooOptimizer):
     """Shared moments, bias correction and step of Adam, AMSGrad and AdamW."""
 
-    _hyperparameters = ("beta_1", "beta_2", "epsilon", "keras_compat")
-    _slot_names = ("momentum", "velocity")
-    _amsgrad = False
+    _hyperparameters = ("beta_1", "beta_2", "epsilon", "amsgrad", "keras_compat")
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, keras_compat=False, **kwargs):
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False,
+                 keras_compat=False, **kwargs):
         super().__init__(learning_rate=learning_rate, **kwargs)
         self.beta_1 = _validation.unit_interval("beta_1", beta_1)
         self.beta_2 = _validation.unit_interval("beta_2", beta_2)
         self.epsilon = _validation.positive("epsilon", epsilon)
+        # `keras.optimizers.Adam`'s `amsgrad`: the AMSGrad update (a third slot).
+        self.amsgrad = _validation.boolean("amsgrad", amsgrad)
         self.keras_compat = _validation.boolean("keras_compat", keras_compat)
+
+    @property
+    def _amsgrad(self):
+        return self.amsgrad
+
+    @property
+    def _slot_names(self):
+        return ("momentum", "velocity", "velocity_max") if self.amsgrad else ("momentum", "velocity")
 
     def _fused_spec(self):
         if self.keras_compat:  # Keras's epsilon placement: the keras.ops code below
@@ -72,6 +81,8 @@ class Adam(_AdamBase):
         beta_1: moment decay in [0, 1), default 0.9.
         beta_2: moment decay in [0, 1), default 0.999.
         epsilon: a number > 0, default 1e-7 (Keras's default; torch uses 1e-8).
+        amsgrad: bool, default False; True is `AMSGrad` (as Keras's
+            `amsgrad=True`).
         keras_compat: False (default) puts epsilon after the bias correction
             as above; True computes `keras.optimizers.Adam`'s arithmetic,
             `lr * sqrt(1 - beta_2^t) / (1 - beta_1^t) * m / (sqrt(v) + epsilon)`,
@@ -101,13 +112,19 @@ class AMSGrad(_AdamBase):
         beta_1: moment decay in [0, 1), default 0.9.
         beta_2: moment decay in [0, 1), default 0.999.
         epsilon: a number > 0, default 1e-7.
+        amsgrad: True (accepted for `keras.optimizers.Adam`'s signature;
+            False raises, pointing to `Adam`).
         keras_compat: True computes `keras.optimizers.Adam(amsgrad=True)`'s
             arithmetic (epsilon before the bias correction); see `Adam`.
     {{base_kwargs}}
     """
 
-    _slot_names = ("momentum", "velocity", "velocity_max")
-    _amsgrad = True
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=True,
+                 keras_compat=False, **kwargs):
+        if _validation.boolean("amsgrad", amsgrad) is not True:
+            raise ValueError("`amsgrad=False` is Adam's update; use keras_optzoo.Adam (AMSGrad always keeps v_max).")
+        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, amsgrad=True,
+                         keras_compat=keras_compat, **kwargs)
 
 
 @register
@@ -129,12 +146,14 @@ class AdamW(_AdamBase):
         beta_1: moment decay in [0, 1), default 0.9.
         beta_2: moment decay in [0, 1), default 0.999.
         epsilon: a number > 0, default 1e-7.
+        amsgrad: bool, default False; True takes the AMSGrad maximum, as
+            Keras's `AdamW(amsgrad=True)`.
         keras_compat: True computes `keras.optimizers.AdamW`'s arithmetic
             (epsilon before the bias correction); see `Adam`.
     {{base_kwargs}}
     """
 
     def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
-                 keras_compat=False, **kwargs):
+                 amsgrad=False, keras_compat=False, **kwargs):
         super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, beta_1=beta_1, beta_2=beta_2,
-                         epsilon=epsilon, keras_compat=keras_compat, **kwargs)
+                         epsilon=epsilon, amsgrad=amsgrad, keras_compat=keras_compat, **kwargs)

@@ -84,32 +84,51 @@ class RMSprop(OptzooOptimizer):
 
     epsilon sits outside the square root as in `torch.optim.RMSprop` (seeds
     001/002 and the Keras built-in put it inside: `lr / sqrt(v + epsilon)`).
-    v starts at zero. No momentum or centering: those are other algorithms.
-    `keras_compat=True` gives the Keras built-in's numbers.
+    v starts at zero. `keras_compat=True` gives the Keras built-in's numbers.
+
+    `momentum` and `centered` are the options of `keras.optimizers.RMSprop`
+    and `torch.optim.RMSprop` (off by default, as there):
+
+        a <- rho * a + (1 - rho) * g                 (centered)
+        d = sqrt(v - a^2) + epsilon   (centered)  or  sqrt(v) + epsilon
+        b <- momentum * b + g / d ;  theta <- theta - lr * b   (momentum > 0)
+
+    which is torch's arithmetic; with `keras_compat=True`, Keras's
+    (`b <- momentum * b + lr * g / sqrt(v - a^2 + epsilon)`, theta -= b).
 
     Args:
         learning_rate: lr, default 0.001.
         rho: the decay of the squared-gradient average, in [0, 1); default 0.9
             (Hinton's and Keras's value; torch uses 0.99).
         epsilon: a number > 0, default 1e-7.
+        momentum: in [0, 1), default 0.
+        centered: bool, default False.
         keras_compat: False (default) computes the update above; True
-            computes `keras.optimizers.RMSprop`'s (momentum 0, not centered),
+            computes `keras.optimizers.RMSprop`'s,
             `theta <- theta - lr * g / sqrt(v + epsilon)`, through the
             `keras.ops` code (no fused kernel).
     {{base_kwargs}}
     """
 
-    _hyperparameters = ("rho", "epsilon", "keras_compat")
-    _slot_names = ("velocity",)
+    _hyperparameters = ("rho", "momentum", "epsilon", "centered", "keras_compat")
 
-    def __init__(self, learning_rate=0.001, rho=0.9, epsilon=1e-7, keras_compat=False, **kwargs):
+    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False,
+                 keras_compat=False, **kwargs):
         super().__init__(learning_rate=learning_rate, **kwargs)
         self.rho = _validation.unit_interval("rho", rho)
+        self.momentum = _validation.unit_interval("momentum", momentum)
         self.epsilon = _validation.positive("epsilon", epsilon)
+        self.centered = _validation.boolean("centered", centered)
         self.keras_compat = _validation.boolean("keras_compat", keras_compat)
 
+    @property
+    def _slot_names(self):
+        return ("velocity",) + (("average_gradient",) if self.centered else ()) + (
+            ("momentum",) if self.momentum > 0 else ())
+
     def _fused_spec(self):
-        if self.keras_compat:  # epsilon inside the root: the keras.ops code below
+        # Epsilon inside the root (keras_compat), momentum or centering: the keras.ops code below.
+        if self.keras_compat or self.momentum > 0 or self.centered:
             return None
         return "rmsprop", {"rho": self.rho, "epsilon": self.epsilon}
 
@@ -121,8 +140,28 @@ class RMSprop(OptzooOptimizer):
         v = self._slot("velocity", variable)
         if self.keras_compat:  # Keras's order of operations, for its exact numbers
             self.assign(v, ops.add(ops.multiply(self.rho, v), ops.multiply(1 - self.rho, ops.square(g))))
-            self.assign_sub(variable, ops.divide(ops.multiply(lr, g), ops.sqrt(ops.add(v, self.epsilon))))
+            denominator = ops.add(v, self.epsilon)
+            if self.centered:
+                a = self._slot("average_gradient", variable)
+                self.assign(a, ops.add(ops.multiply(self.rho, a), ops.multiply(1 - self.rho, g)))
+                denominator = v - ops.square(a) + self.epsilon
+            increment = ops.divide(ops.multiply(lr, g), ops.sqrt(denominator))
+            if self.momentum > 0:
+                b = self._slot("momentum", variable)
+                self.assign(b, ops.add(ops.multiply(self.momentum, b), increment))
+                increment = b
+            self.assign_sub(variable, increment)
             return
         self._ema(v, ops.square(g), self.rho)
-        denom = ops.add(ops.sqrt(v), self.epsilon)
+        second = v
+        if self.centered:
+            a = self._slot("average_gradient", variable)
+            self._ema(a, g, self.rho)
+            second = ops.subtract(v, ops.square(a))
+        denom = ops.add(ops.sqrt(second), self.epsilon)
+        if self.momentum > 0:
+            b = self._slot("momentum", variable)
+            self.assign(b, ops.add(ops.multiply(b, self.momentum), ops.divide(g, denom)))
+            self.assign_sub(variable, ops.multiply(b, lr))
+            return
         self.assign_sub(variable, ops.divide(ops.multiply(g, lr), denom))

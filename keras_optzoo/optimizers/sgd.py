@@ -18,24 +18,70 @@ class SGD(OptzooOptimizer):
     and `batch_size=n` is mini-batch (seed 001 eqs. 1, 2, 4; seed 000 3.1;
     seed 002 section 2).
 
+    `momentum` and `nesterov` are `keras.optimizers.SGD`'s: with momentum
+    > 0 this is `Momentum(form="classic")`, with `nesterov=True` too
+    `Nesterov`, the same numbers as Keras's (and those classes' fused
+    kernels), so a Keras recipe moves over unchanged.
+
     Args:
         learning_rate: lr, default 0.01 (Keras's and seed 001's setting).
+        momentum: in [0, 1), default 0 (plain gradient descent).
+        nesterov: bool, default False (used when momentum > 0).
     {{base_kwargs}}
     """
 
+    _hyperparameters = ("momentum", "nesterov")
     _float16_variables = True
 
-    def __init__(self, learning_rate=0.01, **kwargs):
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, **kwargs):
         super().__init__(learning_rate=learning_rate, **kwargs)
+        self.momentum = _validation.unit_interval("momentum", momentum)
+        self.nesterov = _validation.boolean("nesterov", nesterov)
+
+    @property
+    def _slot_names(self):
+        return ("velocity",) if self.momentum > 0 else ()
 
     def _fused_spec(self):
+        if self.momentum > 0:
+            return ("nesterov" if self.nesterov else "momentum"), {"momentum": self.momentum}
         return "sgd", {}
 
     def update_step(self, gradient, variable, learning_rate):
         if self._fused_update_one(gradient, variable, learning_rate):
             return
         lr = ops.cast(learning_rate, variable.dtype)
+        if self.momentum > 0:
+            (_nesterov_step if self.nesterov else _classic_step)(self, gradient, variable, lr)
+            return
         self.assign_sub(variable, ops.multiply(ops.cast(gradient, variable.dtype), lr))
+
+
+def _classic_step(opt, gradient, variable, lr):
+    """v <- momentum v + lr g; theta <- theta - v (Keras's and torch's SGD momentum)."""
+    v = opt._slot("velocity", variable)
+    opt.assign(v, ops.add(ops.multiply(v, opt.momentum), ops.multiply(ops.cast(gradient, variable.dtype), lr)))
+    opt.assign_sub(variable, v)
+
+
+def _nesterov_step(opt, gradient, variable, lr):
+    """u <- momentum u + lr g; theta <- theta - (momentum u + lr g)."""
+    step = ops.multiply(ops.cast(gradient, variable.dtype), lr)
+    u = opt._slot("velocity", variable)
+    opt.assign(u, ops.add(ops.multiply(u, opt.momentum), step))
+    opt.assign_sub(variable, ops.add(ops.multiply(u, opt.momentum), step))
+
+
+def _keras_nesterov(cls_name, nesterov, wanted):
+    """`keras.optimizers.SGD`'s `nesterov` on Momentum / Nesterov: accepted
+    when it names the class's own rule, else a pointer to the other class."""
+    value = _validation.boolean("nesterov", nesterov)
+    if value != wanted:
+        other = "Nesterov" if value else "Momentum"
+        raise ValueError(
+            f"`nesterov={value}` asks for {other}'s update; {cls_name} computes the other one. Use "
+            f"keras_optzoo.{other}(momentum=...) (or keras_optzoo.SGD(momentum=..., nesterov={value}))."
+        )
 
 
 @register
@@ -66,6 +112,8 @@ class Momentum(OptzooOptimizer):
         momentum: the decay of the velocity (beta in seed 000, gamma in seed
             001), in [0, 1); default 0.9.
         form: "classic" or "ema".
+        nesterov: False (accepted for `keras.optimizers.SGD`'s signature;
+            True raises, pointing to `Nesterov`).
     {{base_kwargs}}
     """
 
@@ -74,7 +122,8 @@ class Momentum(OptzooOptimizer):
     _float16_variables = True
     FORMS = ("classic", "ema")
 
-    def __init__(self, learning_rate=0.01, momentum=0.9, form="classic", **kwargs):
+    def __init__(self, learning_rate=0.01, momentum=0.9, form="classic", nesterov=False, **kwargs):
+        _keras_nesterov("Momentum", nesterov, False)
         super().__init__(learning_rate=learning_rate, **kwargs)
         self.momentum = _validation.unit_interval("momentum", momentum)
         self.form = _validation.choice("form", form, self.FORMS)
@@ -92,8 +141,7 @@ class Momentum(OptzooOptimizer):
             self._ema(v, g, self.momentum)
             self.assign_sub(variable, ops.multiply(v, lr))
         else:
-            self.assign(v, ops.add(ops.multiply(v, self.momentum), ops.multiply(g, lr)))
-            self.assign_sub(variable, v)
+            _classic_step(self, gradient, variable, lr)
 
 
 @register
@@ -120,6 +168,8 @@ class Nesterov(OptzooOptimizer):
     Args:
         learning_rate: lr, default 0.01.
         momentum: mu in [0, 1), default 0.9.
+        nesterov: True (accepted for `keras.optimizers.SGD`'s signature;
+            False raises, pointing to `Momentum`).
     {{base_kwargs}}
     """
 
@@ -127,7 +177,8 @@ class Nesterov(OptzooOptimizer):
     _slot_names = ("velocity",)
     _float16_variables = True
 
-    def __init__(self, learning_rate=0.01, momentum=0.9, **kwargs):
+    def __init__(self, learning_rate=0.01, momentum=0.9, nesterov=True, **kwargs):
+        _keras_nesterov("Nesterov", nesterov, True)
         super().__init__(learning_rate=learning_rate, **kwargs)
         self.momentum = _validation.unit_interval("momentum", momentum)
 
@@ -137,8 +188,4 @@ class Nesterov(OptzooOptimizer):
     def update_step(self, gradient, variable, learning_rate):
         if self._fused_update_one(gradient, variable, learning_rate):
             return
-        lr = ops.cast(learning_rate, variable.dtype)
-        step = ops.multiply(ops.cast(gradient, variable.dtype), lr)
-        u = self._slot("velocity", variable)
-        self.assign(u, ops.add(ops.multiply(u, self.momentum), step))
-        self.assign_sub(variable, ops.add(ops.multiply(u, self.momentum), step))
+        _nesterov_step(self, gradient, variable, ops.cast(learning_rate, variable.dtype))
