@@ -10,9 +10,9 @@ and their ratio to `keras.optimizers.AdamW()`'s. The refresh step's own cost
 is measured apart: one `keras.ops.eigh` (SOAP's first step, every Shampoo
 refresh) and one `keras.ops.qr` (SOAP's later refreshes) of a random
 symmetric matrix of each factor's size, summed over the factors each
-optimizer keeps at its defaults (SOAP: one per kernel dimension; Shampoo:
-after merging small dimensions, so the MLP's 500 x 10 kernel is one 5,000-wide
-factor), medians of 3 after one warm-up call.
+optimizer keeps (SOAP and Shampoo: one per kernel dimension; Shampoo with
+`merge_dims=True`: after merging small dimensions, so the MLP's 500 x 10
+kernel is one 5,000-wide factor), medians of 3 after one warm-up call.
 
 The per-step floor of both algorithms is their matrix work: for a d_in x
 d_out kernel, a factor update of (d_in^2 d_out + d_in d_out^2) multiply-adds
@@ -39,6 +39,7 @@ OPTIMIZERS = {
     "SOAP(frequency 100)": lambda: kz.SOAP(precondition_frequency=100),
     "Shampoo(frequency 10)": lambda: kz.Shampoo(precondition_frequency=10),
     "Shampoo(frequency 100)": lambda: kz.Shampoo(precondition_frequency=100),
+    "Shampoo(merge_dims=True)": lambda: kz.Shampoo(merge_dims=True),
 }
 
 
@@ -126,7 +127,8 @@ def main(argv=None):
         work, fb = factor_work(model, args.batch)
         print(f"\n### {model_name}: SOAP's factor update {work / 1e6:.1f}M multiply-adds a step = {work / fb:.1f}x "
               f"the forward-backward ({fb / 1e6:.1f}M)\n")
-        for name, make in (("SOAP()", kz.SOAP), ("Shampoo()", kz.Shampoo)):
+        for name, make in (("SOAP()", kz.SOAP), ("Shampoo()", kz.Shampoo),
+                           ("Shampoo(merge_dims=True)", lambda: kz.Shampoo(merge_dims=True))):
             sizes = factor_sizes(MODELS[model_name](), make())
             eigh, qr = refresh_cost(sizes)
             print(f"- {name} factors {sizes}: one refresh = eigh {1e3 * eigh:.0f} ms of each (QR {1e3 * qr:.0f} ms)")
