@@ -374,9 +374,9 @@ class Shampoo(_KroneckerBase):
     16, 32) kernel one of 4,608. `merge_dims=True` does that too (and then
     equals `DistributedShampoo` within float32 rounding); the default False
     keeps one factor per dimension, because on the MNIST MLP the merged
-    factor's eigendecomposition took 6.5 s a refresh on a 2-core CPU and the
-    step 14x AdamW's (7x unmerged), and the merged runs trained no better
-    (docs/kronecker.md).
+    factor's eigendecomposition took 7 s a refresh on a 2-core CPU (41 s on
+    TensorFlow) and the step 17x AdamW's (7x unmerged), and the merged runs
+    trained no better (docs/kronecker.md).
 
     Memory: per block dimension b_d, two b_d x b_d floats (factor and root);
     per parameter the grafting V, m (beta_1 > 0) and M (momentum > 0). Time:
