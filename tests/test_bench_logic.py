@@ -216,3 +216,13 @@ def test_help_lists_every_optimizer_name_and_the_grid(capsys):
     for name in bench_optimizers.NAMES:
         assert name in text
     assert "x 0.1, 0.316, 1, 3.16, 10" in text and "15 minutes" in text
+
+
+def test_every_optimizer_has_a_plot_style_and_bar_hatch():
+    """A family's line style must have a bar hatch (SOAP and Shampoo's new
+    family once broke the bar plots after a whole run)."""
+    from keras_optzoo.bench import plots
+
+    for name in bench_optimizers.NAMES:
+        style = bench_optimizers.style(name)
+        assert style["linestyle"] in plots.HATCHES, name

@@ -62,6 +62,11 @@ def loss_curves(plt, runs, task, protocol, path):
     _save(fig, path)
 
 
+# A bar's hatch for each family's line style (optimizers.LINESTYLES), so the
+# bars tell the families apart in black and white as the lines do.
+HATCHES = {"-": "", "--": "//", ":": "..", "-.": "xx"}
+
+
 def _bars(plt, runs, key, xlabel, task, protocol, what, path, none_text):
     names = _by_optimizer(runs)
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(names) + 1.6))
@@ -72,7 +77,7 @@ def _bars(plt, runs, key, xlabel, task, protocol, what, path, none_text):
             ax.text(0, i, f"  {none_text}", va="center", fontsize=8)
         else:
             ax.barh(i, s.mean, xerr=s.std, color=style["color"], edgecolor="black", linewidth=0.5,
-                    hatch={"-": "", "--": "//", ":": ".."}[style["linestyle"]])
+                    hatch=HATCHES[style["linestyle"]])
             ax.text(s.mean, i, f"  {s.format('{:.3g}', none_text)}", va="center", fontsize=8)
     ax.set_yticks(range(len(names)), [bench_optimizers.label(n) for n, _ in names], fontsize=8)
     ax.invert_yaxis()
