@@ -72,7 +72,9 @@ class _KroneckerBase(OptzooOptimizer):
     @property
     def failed_refreshes(self):
         """How many eigendecompositions (or QR refreshes) returned non-finite
-        values and were dropped, keeping the previous basis or root."""
+        values and were dropped, keeping the previous basis or root. (Under
+        `mixed_float16`, Keras wraps the optimizer in a LossScaleOptimizer:
+        read `model.optimizer.inner_optimizer.failed_refreshes`.)"""
         return int(ops.convert_to_numpy(self._failed)) if self.built else 0
 
     def _count_failures(self, ok_flags):
@@ -399,8 +401,13 @@ class Shampoo(_KroneckerBase):
         grafting: "adam" (default), "rmsprop", "adagrad", "sgd" or None.
         grafting_beta_2: in [0, 1), default 0.999.
         grafting_epsilon: a number > 0, default 1e-8.
-        momentum: heavy-ball momentum in [0, 1), default 0.
-        nesterov: bool, default False (Nesterov form of that momentum).
+        momentum: heavy-ball momentum in [0, 1), default 0. It acts on
+            the grafted direction, on top of the beta_1 filter, as in
+            Distributed Shampoo: use one or the other (their SGD recipe is
+            beta_1=0, momentum=0.9); both at 0.9 with Nesterov and RMSprop
+            grafting diverged on small models.
+        nesterov: bool, default False (Nesterov form of that momentum; no
+            effect at momentum 0).
         use_bias_correction: bool, default True.
         merge_dims: bool, default False (True: Distributed Shampoo's
             merging of small dimensions, see above).
