@@ -22,17 +22,13 @@ class _AdamBase(OptzooOptimizer):
         self.keras_compat = _validation.boolean("keras_compat", keras_compat)
 
     @property
-    def _amsgrad(self):
-        return self.amsgrad
-
-    @property
     def _slot_names(self):
         return ("momentum", "velocity", "velocity_max") if self.amsgrad else ("momentum", "velocity")
 
     def _fused_spec(self):
         if self.keras_compat:  # Keras's epsilon placement: the keras.ops code below
             return None
-        return "adam", {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon, "amsgrad": self._amsgrad}
+        return "adam", {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon, "amsgrad": self.amsgrad}
 
     def update_step(self, gradient, variable, learning_rate):
         if self._fused_update_one(gradient, variable, learning_rate):
@@ -44,7 +40,7 @@ class _AdamBase(OptzooOptimizer):
         v = self._slot("velocity", variable)
         self._ema(m, g, self.beta_1)
         self._ema(v, ops.square(g), self.beta_2)
-        if self._amsgrad:
+        if self.amsgrad:
             v_max = self._slot("velocity_max", variable)
             self.assign(v_max, ops.maximum(v_max, v))
             v = v_max

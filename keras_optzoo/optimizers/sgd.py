@@ -135,13 +135,12 @@ class Momentum(OptzooOptimizer):
         if self._fused_update_one(gradient, variable, learning_rate):
             return
         lr = ops.cast(learning_rate, variable.dtype)
-        g = ops.cast(gradient, variable.dtype)
-        v = self._slot("velocity", variable)
-        if self.form == "ema":
-            self._ema(v, g, self.momentum)
-            self.assign_sub(variable, ops.multiply(v, lr))
-        else:
+        if self.form == "classic":
             _classic_step(self, gradient, variable, lr)
+            return
+        v = self._slot("velocity", variable)
+        self._ema(v, ops.cast(gradient, variable.dtype), self.momentum)
+        self.assign_sub(variable, ops.multiply(v, lr))
 
 
 @register
