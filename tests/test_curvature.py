@@ -116,8 +116,9 @@ def test_top_eigenvalues_match_eigvalsh():
 def test_bad_inputs():
     model = _mlp()
     x, y = _data()
-    with pytest.raises(ValueError, match="`loss_fn` must return a scalar"):
-        curvature.hvp(model, lambda t, p: keras.ops.sum(p, axis=1), x, y, [np.zeros(v.shape, "float32") for v in model.trainable_variables])
+    with pytest.raises(ValueError, match="`loss` must reduce to a scalar"):
+        curvature.hvp(model, keras.losses.SparseCategoricalCrossentropy(reduction=None), x, y,
+                      [np.zeros(v.shape, "float32") for v in model.trainable_variables])  # fmt: skip
     with pytest.raises(ValueError, match="num_probes"):
         curvature.hutchinson_trace(model, "sparse_categorical_crossentropy", x, y, num_probes=0)
     with pytest.raises(ValueError, match="`k` must be"):

@@ -8,19 +8,92 @@ import keras
 from keras_optzoo import _validation, backend
 from keras_optzoo.curvature.estimators import hutchinson
 from keras_optzoo.curvature.model import CurvatureModel
-from keras_optzoo.curvature.update import probes as _rademacher_probes
-from keras_optzoo.optimizers.second_order import CurvatureRequest
+
+
+# Keras losses that read `y_pred` as probabilities unless `from_logits=True`.
+_PROBABILITY_LOSSES = {
+    "sparse_categorical_crossentropy": "SparseCategoricalCrossentropy",
+    "categorical_crossentropy": "CategoricalCrossentropy",
+    "binary_crossentropy": "BinaryCrossentropy",
+    "categorical_focal_crossentropy": "CategoricalFocalCrossentropy",
+    "binary_focal_crossentropy": "BinaryFocalCrossentropy",
+}
 
 
 def loss_function(loss):
     """A scalar loss callable from a Keras loss name or instance (averaged over
-    the batch, as `compile` does) or any callable returning a scalar."""
+    the batch, as `compile` does) or any callable; a callable that returns
+    per-sample values (e.g. `keras.losses.mean_squared_error`) is averaged
+    over them, as `compile` does with its default reduction."""
     if isinstance(loss, str):
-        per_sample = keras.losses.get(loss)
+        try:
+            per_sample = keras.losses.get(loss)
+        except ValueError as error:
+            raise ValueError(f"`loss` {loss!r} is not a Keras loss name ({error}).") from None
         return lambda y_true, y_pred: keras.ops.mean(per_sample(y_true, y_pred))
-    if isinstance(loss, keras.losses.Loss) or callable(loss):
+    if isinstance(loss, keras.losses.Loss):
         return loss
+    if callable(loss):
+        return lambda y_true, y_pred: keras.ops.mean(loss(y_true, y_pred))
     raise TypeError(f"`loss` must be a Keras loss name, a keras.losses.Loss or a callable; received {loss!r}.")
+
+
+def _expects_probabilities(loss):
+    """The Keras class name of `loss` when it reads y_pred as probabilities, else None."""
+    if isinstance(loss, str):
+        return _PROBABILITY_LOSSES.get(loss)
+    if isinstance(loss, keras.losses.Loss) and type(loss).__name__ in _PROBABILITY_LOSSES.values():
+        return None if loss.get_config().get("from_logits", False) else type(loss).__name__
+    return None
+
+
+def check_inputs(model, loss, x, y):
+    """Errors at construction, each naming the argument and the fix: an
+    unbuilt model, no trainable weights, `x` the model cannot take, `y` the
+    loss cannot pair with the outputs, and a probability loss on outputs
+    outside [0, 1] (a logits model: the loss would clip them and every
+    number would be plausible and wrong)."""
+    if not model.built:
+        raise ValueError(
+            "`model` is not built: call it on a batch (`model(x)`) or give it an Input "
+            "(`keras.Input(shape)` first in a Sequential) before computing its Hessian."
+        )
+    if not model.trainable_variables:
+        raise ValueError(
+            f"`model` has no trainable weights (of {len(model.weights)} weights, none trainable), so its Hessian "
+            "is empty; set `trainable=True` on the layers to differentiate."
+        )
+    try:
+        y_pred = model(x, training=False)
+    except Exception as error:  # the framework's message, behind one that names the argument
+        raise ValueError(f"`x` does not fit the model (shape {tuple(keras.ops.shape(x))}): {error}") from error
+    if isinstance(y_pred, (list, tuple, dict)) and isinstance(loss, (str, keras.losses.Loss)):
+        raise ValueError(
+            f"`model` has {len(y_pred)} outputs and `loss` is one Keras loss: pass a model of the output you "
+            "study (`keras.Model(model.inputs, model.outputs[i])`), or a `loss` callable that takes them all."
+        )
+    name = _expects_probabilities(loss)
+    if name is not None:
+        values = keras.ops.convert_to_numpy(keras.ops.cast(y_pred, "float32"))
+        low, high = float(np.min(values)), float(np.max(values))
+        if low < -1e-6 or high > 1 + 1e-6:
+            raise ValueError(
+                f"`loss` {loss if isinstance(loss, str) else name} reads the model's outputs as probabilities, "
+                f"but they range over [{low:.4g}, {high:.4g}]: the model outputs logits. Pass "
+                f"`keras.losses.{name}(from_logits=True)` as `loss` (or end the model with a softmax/sigmoid)."
+            )
+    try:
+        value = loss_function(loss)(y, y_pred)
+    except Exception as error:
+        raise ValueError(
+            f"`y` (shape {tuple(keras.ops.shape(y))}) does not match the model's outputs "
+            f"(shape {tuple(keras.ops.shape(y_pred))}) under `loss`: {error}"
+        ) from error
+    if len(keras.ops.shape(value)) != 0:
+        raise ValueError(
+            f"`loss` must reduce to a scalar; it returned shape {tuple(keras.ops.shape(value))}. "
+            "Give a Keras loss (or a callable) whose reduction averages over the batch."
+        )
 
 
 def _to_numpy(tensors):
@@ -58,6 +131,7 @@ class Hessian:
         self.model = model.model if isinstance(model, CurvatureModel) else model
         self.loss = loss_function(loss)
         self.x, self.y = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)
+        check_inputs(self.model, loss, self.x, self.y)
         self._program = backend.HessianProgram(self.model, self.loss)
 
     @property
@@ -78,17 +152,46 @@ class Hessian:
 
     def hvp(self, vectors):
         """H @ v for v shaped like `model.trainable_variables` (a list of
-        arrays), or for each of a list of such lists. NumPy out, same structure."""
+        arrays), or for each of a list of such lists. NumPy float64 out, same
+        structure. Each v is checked against the variables (count, shapes,
+        a floating dtype) and computed in its variable's dtype: exact in
+        float64 for a float64 model; a float32 model's products are float32
+        arithmetic (relative error ~1e-7 of the largest entries), whatever
+        the dtype of v."""
         single = len(vectors) > 0 and not isinstance(vectors[0], (list, tuple))
         sets = [vectors] if single else vectors
         hvp = self._evaluate()[2]
-        out = [_to_numpy(hvp([keras.ops.convert_to_tensor(np.asarray(v, "float32")) for v in s])) for s in sets]
+        out = [_to_numpy(hvp(self._checked(s, "vectors"))) for s in sets]
         return out[0] if single else out
+
+    def _checked(self, vectors, name):
+        variables = self._variables
+        if len(vectors) != len(variables):
+            raise ValueError(
+                f"`{name}` must hold one array per trainable variable ({len(variables)}: "
+                f"{[tuple(v.shape) for v in variables]}); received {len(vectors)}."
+            )
+        out = []
+        for i, (vector, variable) in enumerate(zip(vectors, variables)):
+            array = np.asarray(keras.ops.convert_to_numpy(vector))
+            if tuple(array.shape) != tuple(variable.shape):
+                raise ValueError(
+                    f"`{name}`[{i}] must have the shape of the variable {variable.path!r}, "
+                    f"{tuple(variable.shape)}; received {tuple(array.shape)}."
+                )
+            if array.dtype.kind != "f":
+                raise TypeError(f"`{name}`[{i}] must be floating point; received dtype {array.dtype}.")
+            out.append(keras.ops.convert_to_tensor(array.astype(variable.dtype)))
+        return out
 
     def diagonal(self, num_probes=100, seed=0):
         """Hutchinson's estimate of diag(H): the mean of z * (H z) over
-        `num_probes` Rademacher probes z (the same estimator and probes the
-        second-order optimizers use). NumPy arrays shaped like the variables."""
+        `num_probes` Rademacher probes z (the estimator the second-order
+        optimizers use). The probes come from NumPy's `default_rng(seed)`
+        (`rademacher_probes`), so a seed gives the same probes, and the same
+        estimate up to float rounding, on every backend; the optimizers draw
+        theirs inside the compiled step with the backend's own generator.
+        NumPy arrays shaped like the variables."""
         return self._diagonal(self._evaluate()[2], num_probes, seed)
 
     def trace(self, num_probes=100, seed=0):
@@ -143,23 +246,26 @@ class Hessian:
     # -- pieces ------------------------------------------------------------------
     def _diagonal(self, hvp, num_probes, seed):
         num_probes = _validation.integer("num_probes", num_probes, low=1)
-        request = CurvatureRequest("diagonal", 1, num_probes=num_probes, seed=_validation.integer("seed", seed, low=0))
-        return _to_numpy(hutchinson(hvp, _rademacher_probes(request, self._variables, 0)))
+        return _to_numpy(hutchinson(hvp, rademacher_probes(self._variables, num_probes, seed)))
 
     def _krylov_size(self, k, iterations):
         k = _validation.integer("k", k, low=1)
         n = self.num_parameters
         if k > n:
             raise ValueError(f"`k` must be <= the number of trainable parameters ({n}); received {k}.")
+        if iterations is not None:
+            iterations = _validation.integer("iterations", iterations, low=k)  # k Ritz values need k HVPs
         return min(n, iterations or max(2 * k + 20, 30))
 
     def _matvec(self, hvp):
         shapes = [tuple(v.shape) for v in self._variables]
         sizes = [int(np.prod(s)) for s in shapes]
 
+        dtypes = [v.dtype for v in self._variables]
+
         def matvec(flat):
-            parts = np.split(flat.astype("float32"), np.cumsum(sizes)[:-1])
-            product = hvp([keras.ops.convert_to_tensor(p.reshape(s)) for p, s in zip(parts, shapes)])
+            parts = np.split(flat, np.cumsum(sizes)[:-1])
+            product = hvp([keras.ops.convert_to_tensor(p.reshape(s).astype(d)) for p, s, d in zip(parts, shapes, dtypes)])
             return np.concatenate([h.ravel() for h in _to_numpy(product)])
 
         return matvec
@@ -168,6 +274,18 @@ class Hessian:
         start = np.random.default_rng(seed).standard_normal(self.num_parameters)
         alphas, betas = _lanczos(self._matvec(hvp), start, m)
         return np.sort(np.linalg.eigvalsh(_tridiagonal(alphas, betas)))[::-1][:k]
+
+
+def rademacher_probes(variables, num_probes, seed=0):
+    """`num_probes` lists of +-1 arrays shaped like `variables`, drawn on the
+    host by NumPy's `default_rng(seed)` in variable order: the same probes
+    on every backend for the same seed (the optimizers draw theirs inside
+    the compiled step with the backend's generator, which differ)."""
+    rng = np.random.default_rng(_validation.integer("seed", seed, low=0))
+    return [
+        [keras.ops.convert_to_tensor((2 * rng.integers(0, 2, tuple(v.shape)) - 1).astype(v.dtype)) for v in variables]
+        for _ in range(num_probes)
+    ]
 
 
 def _lanczos(matvec, start, m):
