@@ -51,6 +51,46 @@ def test_every_n_steps_and_bad_arguments():
             kz.callbacks.CurvatureLogger(x, y, **kwargs)
 
 
+def test_every_epoch_gets_every_key_nan_where_not_measured(tmp_path):
+    """every=2 over 3 epochs: History and CSVLogger have 3 rows and all the
+    columns from the first epoch; epochs 1 and 3 hold NaN, epoch 2 the
+    Hessian's top eigenvalue at that epoch's end."""
+    model = _mlp()
+    x, y = _data()
+    model.compile(optimizer=kz.SGD(0.1), loss="sparse_categorical_crossentropy")
+    path = tmp_path / "log.csv"
+    eigs = []
+
+    class AtEpochEnd(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            eigs.append(np.linalg.eigvalsh(_exact_hessian(self.model, x, y)[0])[-1])
+
+    logger = kz.callbacks.CurvatureLogger(x, y, every=2, num_probes=2, lanczos_iterations=31)
+    h = model.fit(x, y, batch_size=8, epochs=3, verbose=0, shuffle=False,
+                  callbacks=[logger, AtEpochEnd(), keras.callbacks.CSVLogger(str(path))]).history
+    for key in logger.keys:
+        assert len(h[key]) == 3 and np.isnan(h[key][0]) and np.isnan(h[key][2]) and np.isfinite(h[key][1])
+    np.testing.assert_allclose(h["hessian_top_eig_1"][1], eigs[1], rtol=1e-3)
+    rows = list(csv.DictReader(open(path)))
+    assert len(rows) == 3 and set(logger.keys) <= set(rows[0])
+    assert rows[0]["hessian_trace"] == "nan" and np.isfinite(float(rows[1]["hessian_trace"]))
+
+
+def test_step_unit_values_reach_history_and_the_steps_record():
+    """unit="step", every=3, 8 steps in 2 epochs: measurements at steps 3, 6
+    (epoch 1: steps 1-4; epoch 2: 5-8); History's rows hold the last of each
+    epoch; `steps` keeps all of them; a new fit starts a new record."""
+    model = _mlp()
+    x, y = _data()
+    model.compile(optimizer=kz.Adam(0.01), loss="sparse_categorical_crossentropy")
+    logger = kz.callbacks.CurvatureLogger(x, y, every=3, unit="step", num_probes=2, lanczos_iterations=4)
+    h = model.fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=[logger]).history
+    assert [s["step"] for s in logger.steps] == [3, 6]
+    assert h["hessian_trace"] == [logger.steps[0]["hessian_trace"], logger.steps[1]["hessian_trace"]]
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[logger])
+    assert [s["step"] for s in logger.steps] == [3]
+
+
 def _schedule():
     return keras.optimizers.schedules.PiecewiseConstantDecay([2, 4], [0.05, 0.02, 0.005])
 

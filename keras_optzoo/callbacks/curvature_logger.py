@@ -21,7 +21,14 @@ class CurvatureLogger(keras.callbacks.Callback):
 
     Because the values go into `logs`, `History`, `CSVLogger` and
     `TensorBoard` record them with no extra code (place this callback before
-    them in the list). On epochs it skips, the keys are absent.
+    them in the list). Every epoch's logs get every key, so History and
+    `CSVLogger` have one row per epoch and their columns from the first
+    epoch: with `every > 1` the epochs without a measurement hold NaN.
+    With `unit="step"`, every measurement goes into that step's batch logs
+    (TensorBoard with `update_freq="batch"` writes them) and into
+    `self.steps`, a list of dicts with the global `step` (1-based); the
+    epoch's logs (History, CSVLogger, TensorBoard per epoch) get the last
+    measurement of that epoch, or NaN if it had none.
 
     Cost per call: `lanczos_iterations + num_probes` Hessian-vector products
     (each about two backward passes) on the probe batch, plus one gradient.
@@ -55,6 +62,13 @@ class CurvatureLogger(keras.callbacks.Callback):
         self.seed = seed
         self._step = 0
         self._hessian = None
+        self._last = None  # the latest step-unit measurement of the current epoch
+        self.steps = []
+
+    @property
+    def keys(self):
+        """The log keys every epoch gets, in order."""
+        return [f"hessian_top_eig_{i + 1}" for i in range(self.k)] + ["hessian_trace", "grad_norm", "eos_ratio"]
 
     def _loss(self):
         if self.loss_fn is not None:
@@ -85,11 +99,25 @@ class CurvatureLogger(keras.callbacks.Callback):
         super().set_model(model)
         self._hessian = None
 
+    def on_train_begin(self, logs=None):
+        self._step, self.steps = 0, []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._last = None
+
     def on_epoch_end(self, epoch, logs=None):
-        if self.unit == "epoch" and (epoch + 1) % self.every == 0 and logs is not None:
-            logs.update(self.measure())
+        if logs is None:
+            return
+        if self.unit == "epoch":
+            values = self.measure() if (epoch + 1) % self.every == 0 else None
+        else:
+            values = self._last
+        logs.update(values or dict.fromkeys(self.keys, float("nan")))
 
     def on_train_batch_end(self, batch, logs=None):
         self._step += 1
-        if self.unit == "step" and self._step % self.every == 0 and logs is not None:
-            logs.update(self.measure())
+        if self.unit == "step" and self._step % self.every == 0:
+            self._last = self.measure()
+            self.steps.append(dict(self._last, step=self._step))
+            if logs is not None:
+                logs.update(self._last)
