@@ -359,3 +359,22 @@ def test_curvature_functions_on_an_embedding_model(digit_tokens):
     assert np.linalg.norm(got - fd) < 0.02 * np.linalg.norm(fd)
     assert hessian.trace(num_probes=2) == pytest.approx(hessian.trace(num_probes=2))  # runs, deterministic
     assert all(np.isfinite(keras.ops.convert_to_numpy(d)).all() for d in hessian.diagonal(num_probes=1))
+
+
+def test_newtons_damping_ratio_is_measured_with_the_steps_dropout_mask():
+    """One weight, MSE, an unseeded Dropout before it: for a fixed mask the
+    loss is exactly quadratic and its 1 x 1 Hessian is what one Rademacher
+    probe returns, so the Levenberg-Marquardt ratio is exactly 1 and the
+    damping shrinks by 2/3 every step: (2/3)^5 after 5 steps. If the loss
+    after the step saw another mask (Keras's torch Dropout without a seed
+    draws from torch's global generator), the ratio is noise."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.5, 1.5, (64, 1)).astype("float32")
+    y = (3.0 * x).astype("float32")
+    base = keras.Sequential([keras.Input((1,)), keras.layers.Dropout(0.5), keras.layers.Dense(1, use_bias=False)])
+    model = kz.with_curvature(base)
+    opt = kz.Newton(0.1, damping=1.0)
+    model.compile(optimizer=opt, loss="mse")
+    model.fit(x, y, batch_size=64, epochs=5, shuffle=False, verbose=0)
+    np.testing.assert_allclose(float(keras.ops.convert_to_numpy(opt.damping_value)), (2 / 3) ** 5, rtol=1e-4)

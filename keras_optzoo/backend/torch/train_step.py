@@ -4,7 +4,7 @@ import torch
 
 from keras_optzoo import _keras_compat as compat
 from keras_optzoo.backend import _common
-from keras_optzoo.backend.torch.hvp import Oracle
+from keras_optzoo.backend.torch.hvp import Oracle, rng_state
 
 
 # `fit` runs this step eagerly, so refreshes are decided on the host.
@@ -21,9 +21,13 @@ def train_step(model, data, curvature):
     step = opt.host_step()
     refresh = curvature.always or opt.is_refresh(step)
     # The state the forward pass starts from, for `loss_at` (Newton's damping).
-    before = None
+    before = rng = None
     if refresh and "loss_at" in curvature.needs:
         before = [v.value.clone() for v in model.non_trainable_variables]
+        # Keras's torch Dropout without a seed draws from torch's global
+        # generator, not from a SeedGenerator state: keep the generator's
+        # state too, so that `loss_at` sees this step's dropout masks.
+        rng = rng_state()
     y_pred = model(x, training=True)
     model.zero_grad()
     loss = compat.compute_loss(model, x, y, y_pred, sample_weight)
@@ -38,7 +42,7 @@ def train_step(model, data, curvature):
         # (a float16 HVP of the scaled loss overflows); the gradients handed
         # to the optimizer are scaled back, for it (or its LossScaleOptimizer)
         # to unscale.
-        oracle = Oracle(model, (x, y, sample_weight), before, loss, y_pred, params, curvature.needs)
+        oracle = Oracle(model, (x, y, sample_weight), before, loss, y_pred, params, curvature.needs, rng)
         slots = opt.curvature_slots()
         new = curvature.compute(oracle, step, [s.value for s in slots])
         with torch.no_grad():
