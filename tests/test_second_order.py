@@ -45,6 +45,7 @@ def _numpy_run(name, cfg, init, grads, curv, interval):
                 if refresh:
                     s["v"] = b2 * s["v"] + (1 - b2) * ds_**2
                 den = np.sqrt(s["v"] / (1 - b2**r)) ** cfg["hessian_power"] + cfg["epsilon"]
+                lr = lr * min(1.0, t / cfg["warmup_steps"]) if cfg["warmup_steps"] else lr  # the linear warm-up
                 th[i] = th[i] - lr * (s["m"] / (1 - b1**t)) / den
             elif name == "sophiah":
                 b1, b2 = cfg["beta_1"], cfg["beta_2"]
@@ -59,7 +60,8 @@ def _numpy_run(name, cfg, init, grads, curv, interval):
 CONFIGS = {
     "newton": (kz.Newton, dict(learning_rate=0.5, damping=0.3)),
     "hybrid": (kz.Hybrid, dict(learning_rate=0.05, beta_1=0.8, beta_2=0.95, beta_3=0.7, epsilon=1e-7, l2=0.01)),
-    "adahessian": (kz.AdaHessian, dict(learning_rate=0.15, beta_1=0.9, beta_2=0.99, epsilon=1e-4, hessian_power=0.5)),
+    "adahessian": (kz.AdaHessian, dict(learning_rate=0.15, beta_1=0.9, beta_2=0.99, epsilon=1e-4, hessian_power=0.5,
+                                         warmup_steps=4)),
     "sophiah": (kz.SophiaH, dict(learning_rate=0.02, beta_1=0.965, beta_2=0.9, gamma=0.5, epsilon=1e-12)),
 }
 
@@ -240,6 +242,8 @@ def test_with_curvature_model_kinds_share_weights_and_save(kind, mnist_small, tm
         (lambda: kz.Hybrid(hessian_update_interval=0), "hessian_update_interval"),
         (lambda: kz.SophiaH(num_probes=0), "num_probes"),
         (lambda: kz.AdaHessian(hessian_power=1.5), "hessian_power"),
+        (lambda: kz.AdaHessian(warmup_steps=-1), "warmup_steps"),
+        (lambda: kz.AdaHessian(warmup_steps=2.5), "warmup_steps"),
         (lambda: kz.Newton(method="bfgs"), "method"),
         (lambda: kz.Newton(curvature="fisher"), "curvature"),
         (lambda: kz.Newton(adaptive_damping=1), "adaptive_damping"),
