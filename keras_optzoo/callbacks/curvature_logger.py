@@ -36,11 +36,14 @@ class CurvatureLogger(keras.callbacks.Callback):
     on the MNIST MLP 784-500-10 with 256 probe images and the defaults
     (k=1, num_probes=10, lanczos_iterations=20), 2-core CPU:
 
-    | backend    | seconds per call |
-    |------------|------------------|
-    | TensorFlow | 0.40 - 0.45      |
-    | JAX        | 0.36             |
-    | torch      | 0.59 - 0.87      |
+    | backend    | seconds per call | first call (tracing / compiling) |
+    |------------|------------------|----------------------------------|
+    | TensorFlow | 0.31 - 0.45      | 0.75                             |
+    | JAX        | 0.32 - 0.36      | 2.14                             |
+    | torch      | 0.56 - 0.87      | 0.61                             |
+
+    (First call: 2026-12-07, a fresh `measure()` after one `fit` step;
+    later calls reuse the traced/compiled programs.)
 
     One `keras_optzoo.curvature.Hessian` serves every call of a run: on JAX
     its loss, gradient and HVP are compiled at the first call and reused.
