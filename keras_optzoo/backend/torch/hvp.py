@@ -52,8 +52,7 @@ class Oracle:
 
     def __init__(self, model, data, non_trainable, loss, outputs, params, needs, rng=None):
         self.loss, self.outputs, self.targets = loss.detach(), outputs, data[1:]
-        self._model, self._data, self._non_trainable, self._params = model, data, non_trainable, params
-        self._rng = rng
+        self._model, self._data, self._non_trainable, self._params, self._rng = model, data, non_trainable, params, rng
         hessian = "hessian" in needs
         retain = hessian or "outputs" in needs
         self._graph_grads = torch.autograd.grad(loss, params, create_graph=hessian, retain_graph=retain)
@@ -74,25 +73,9 @@ class Oracle:
         return torch.autograd.grad(pulled, zero, grad_outputs=vectors, retain_graph=True)[0]
 
     def loss_at(self, deltas):
-        with torch.no_grad(), torch.random.fork_rng(devices=self._rng[1].keys() if self._rng else ()):
-            if self._rng is not None:  # the generator as the step's forward pass found it
-                restore_rng(self._rng)
+        with torch.no_grad(), self._rng():
             values = [p + torch.as_tensor(d, dtype=p.dtype) for p, d in zip(self._params, deltas)]
             return stateless_loss(self._model, self._data, values, self._non_trainable)[0]
-
-
-def rng_state():
-    """torch's global generator states (CPU, and each CUDA device), which
-    Keras's unseeded torch Dropout draws from."""
-    cuda = {i: torch.cuda.get_rng_state(i) for i in range(torch.cuda.device_count())} if torch.cuda.is_initialized() else {}
-    return torch.get_rng_state(), cuda
-
-
-def restore_rng(state):
-    cpu, cuda = state
-    torch.set_rng_state(cpu)
-    for device, value in cuda.items():
-        torch.cuda.set_rng_state(value, device)
 
 
 class HessianProgram:

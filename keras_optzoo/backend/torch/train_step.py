@@ -1,10 +1,12 @@
 """torch: the train step of `with_curvature` models."""
 
+import contextlib
+
 import torch
 
 from keras_optzoo import _keras_compat as compat
 from keras_optzoo.backend import _common
-from keras_optzoo.backend.torch.hvp import Oracle, rng_state
+from keras_optzoo.backend.torch.hvp import Oracle
 
 
 # `fit` runs this step eagerly, so refreshes are decided on the host.
@@ -27,7 +29,7 @@ def train_step(model, data, curvature):
         # Keras's torch Dropout without a seed draws from torch's global
         # generator, not from a SeedGenerator state: keep the generator's
         # state too, so that `loss_at` sees this step's dropout masks.
-        rng = rng_state()
+        rng = replaying_generators()
     y_pred = model(x, training=True)
     model.zero_grad()
     loss = compat.compute_loss(model, x, y, y_pred, sample_weight)
@@ -58,3 +60,22 @@ def train_step(model, data, curvature):
     with torch.no_grad():
         outer.apply(grads, variables)
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def replaying_generators():
+    """A context factory: inside each context torch's global generators (CPU
+    and every initialised CUDA device) start from their state at this call,
+    and are put back as they were after it (Keras's unseeded torch Dropout
+    draws from them)."""
+    cuda = range(torch.cuda.device_count()) if torch.cuda.is_initialized() else ()
+    cpu, states = torch.get_rng_state(), [torch.cuda.get_rng_state(i) for i in cuda]
+
+    @contextlib.contextmanager
+    def replay():
+        with torch.random.fork_rng(devices=list(cuda)):
+            torch.set_rng_state(cpu)
+            for device, state in zip(cuda, states):
+                torch.cuda.set_rng_state(state, device)
+            yield
+
+    return replay
