@@ -26,7 +26,8 @@ class CurvatureLogger(keras.callbacks.Callback):
     epoch: with `every > 1` the epochs without a measurement hold NaN.
     With `unit="step"`, every measurement goes into that step's batch logs
     (TensorBoard with `update_freq="batch"` writes them) and into
-    `self.steps`, a list of dicts with the global `step` (1-based); the
+    `self.steps`, a list of dicts with their `step` (counted from 1 in each
+    `fit` call; a new `fit` starts a new list and a new count); the
     epoch's logs (History, CSVLogger, TensorBoard per epoch) get the last
     measurement of that epoch, or NaN if it had none.
 
