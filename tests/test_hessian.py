@@ -200,8 +200,9 @@ def test_construction_errors_name_the_argument_and_the_fix():
     frozen.trainable = False
     with pytest.raises(ValueError, match="no trainable weights"):
         Hessian(frozen, LOSS, x, y)
-    with pytest.raises(ValueError, match=r"`x` does not fit the model \(shape \(16, 5\)\)"):
+    with pytest.raises(ValueError, match=r"`x` does not fit the model \(shape \(16, 5\)\)") as bad_x:
         Hessian(_mlp(), LOSS, np.zeros((16, 5), "float32"), y)
+    assert "\x1b[" not in str(bad_x.value)  # Keras's terminal colour codes are stripped
     with pytest.raises(ValueError, match=r"`y` \(shape \(16, 7\)\) does not match"):
         Hessian(_mlp(), "categorical_crossentropy", x, np.zeros((16, 7), "float32"))
     with pytest.raises(ValueError, match="reduce to a scalar"):
@@ -231,6 +232,10 @@ def test_hvp_checks_its_vectors_on_every_backend():
     v = [np.ones(tuple(w.shape), "float32") for w in model.trainable_variables]
     with pytest.raises(ValueError, match=r"one array per trainable variable \(4"):
         h.hvp(v[:3])
+    with pytest.raises(ValueError, match="`vectors` is empty"):
+        h.hvp([])
+    with pytest.raises(ValueError, match=r"`vectors\[1\]` must hold one array per trainable variable"):
+        h.hvp([v, v[:2]])
     with pytest.raises(ValueError, match=r"`vectors`\[1\] must have the shape"):
         h.hvp([v[0], np.ones(5, "float32")] + v[2:])
     with pytest.raises(TypeError, match=r"`vectors`\[0\] must be floating"):

@@ -1,6 +1,8 @@
 """`Hessian(model, loss, x, y)`: the Hessian of a Keras model's loss on one
 batch, through Hessian-vector products (in the spirit of PyHessian)."""
 
+import re
+
 import numpy as np
 
 import keras
@@ -66,7 +68,7 @@ def check_inputs(model, loss, x, y):
     try:
         y_pred = model(x, training=False)
     except Exception as error:  # the framework's message, behind one that names the argument
-        raise ValueError(f"`x` does not fit the model (shape {tuple(keras.ops.shape(x))}): {error}") from error
+        raise ValueError(f"`x` does not fit the model (shape {tuple(keras.ops.shape(x))}): {_plain(error)}") from error
     if isinstance(y_pred, (list, tuple, dict)) and isinstance(loss, (str, keras.losses.Loss)):
         raise ValueError(
             f"`model` has {len(y_pred)} outputs and `loss` is one Keras loss: pass a model of the output you "
@@ -87,13 +89,18 @@ def check_inputs(model, loss, x, y):
     except Exception as error:
         raise ValueError(
             f"`y` (shape {tuple(keras.ops.shape(y))}) does not match the model's outputs "
-            f"(shape {tuple(keras.ops.shape(y_pred))}) under `loss`: {error}"
+            f"(shape {tuple(keras.ops.shape(y_pred))}) under `loss`: {_plain(error)}"
         ) from error
     if len(keras.ops.shape(value)) != 0:
         raise ValueError(
             f"`loss` must reduce to a scalar; it returned shape {tuple(keras.ops.shape(value))}. "
             "Give a Keras loss (or a callable) whose reduction averages over the batch."
         )
+
+
+def _plain(error):
+    """A framework's error message without its terminal colour codes."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", str(error))
 
 
 def _to_numpy(tensors):
@@ -158,10 +165,13 @@ class Hessian:
         float64 for a float64 model; a float32 model's products are float32
         arithmetic (relative error ~1e-7 of the largest entries), whatever
         the dtype of v."""
-        single = len(vectors) > 0 and not isinstance(vectors[0], (list, tuple))
+        if len(vectors) == 0:
+            raise ValueError(f"`vectors` is empty; give one array per trainable variable ({len(self._variables)}).")
+        single = not isinstance(vectors[0], (list, tuple))
         sets = [vectors] if single else vectors
+        checked = [self._checked(s, "vectors" if single else f"vectors[{j}]") for j, s in enumerate(sets)]
         hvp = self._evaluate()[2]
-        out = [_to_numpy(hvp(self._checked(s, "vectors"))) for s in sets]
+        out = [_to_numpy(hvp(c)) for c in checked]
         return out[0] if single else out
 
     def _checked(self, vectors, name):
