@@ -18,9 +18,13 @@ class CurvatureModel(keras.Model):
     (XLA-compatible on TensorFlow and JAX). With a first-order optimizer it
     trains exactly like `model`."""
 
-    def __init__(self, model, **kwargs):
+    def __init__(self, model, shares_optimizer=False, **kwargs):
         super().__init__(**kwargs)
         self.model = model
+        # Loading: whether the saved wrapper and `model` trained one optimizer
+        # (with_curvature of a compiled model). Saving stores that optimizer's
+        # state once, under `model`, so the loaded wrapper must share it again.
+        self._shares_optimizer = shares_optimizer
         # Keras's compile maps dict losses and metrics to outputs, and names
         # the logs (`cls_loss`, `reg_mae`), by the model's `output_names`; a
         # subclassed Model has none of its own, so the wrapper takes the
@@ -64,7 +68,19 @@ class CurvatureModel(keras.Model):
     def get_config(self):
         config = super().get_config()
         config["model"] = keras.saving.serialize_keras_object(self.model)
+        optimizer = getattr(self, "optimizer", None)
+        config["shares_optimizer"] = optimizer is not None and getattr(self.model, "optimizer", None) is optimizer
         return config
+
+    def compile_from_config(self, config):
+        inner = getattr(self.model, "optimizer", None)  # the loaded `model` is compiled by then, from its own config
+        if not self._shares_optimizer or inner is None:
+            return super().compile_from_config(config)
+        config = dict(keras.saving.deserialize_keras_object(config), optimizer=inner)
+        self.compile(**config)
+        if self.built:
+            inner.build(self.trainable_variables)
+        return None
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
@@ -80,7 +96,8 @@ def with_curvature(model):
     every argument `compile` was given (the same optimizer instance, loss,
     `loss_weights`, metrics, weighted metrics, `run_eagerly`,
     `steps_per_execution`, `jit_compile`; a LossScaleOptimizer that Keras
-    added under mixed_float16 is kept).
+    added under mixed_float16 is kept); a saved wrapper loads back with that
+    one optimizer shared again, its state restored exactly.
 
     The curvature is that of each step's own training loss: the same batch,
     dropout masks and BatchNormalization batch statistics as the gradient
