@@ -80,11 +80,10 @@ class CurvatureLogger(keras.callbacks.Callback):
         loss = getattr(self.model, "loss", None)
         if loss is None:
             raise ValueError("CurvatureLogger needs `loss_fn`, or a model compiled with a loss.")
-        if isinstance(loss, str):
+        if isinstance(loss, keras.losses.Loss):  # averaged here too when its reduction is None
+            return lambda y_true, y_pred: keras.ops.mean(loss(y_true, y_pred))
+        if isinstance(loss, str) or callable(loss):  # Hessian averages a function's per-sample values
             return loss
-        if isinstance(loss, keras.losses.Loss) or callable(loss):
-            fn = keras.losses.get(loss) if not isinstance(loss, keras.losses.Loss) else loss
-            return lambda y_true, y_pred: keras.ops.mean(fn(y_true, y_pred))
         raise ValueError(f"Cannot use the compiled loss {loss!r}; pass `loss_fn`.")
 
     def measure(self):
