@@ -83,14 +83,33 @@ def test_momentum_ema_form_matches_numpy_transcription():
         ("nesterov", lambda optax: optax.sgd(0.05, momentum=0.9, nesterov=True)),
         ("adam", lambda optax: optax.adam(0.01, eps=1e-8)),
         ("adamw", lambda optax: optax.adamw(0.01, eps=1e-8, weight_decay=0.05)),
+        # The translations of docs/guides/coming-from.md: optax's adagrad starts
+        # its accumulator at 0.1 (eps inside the root: 3e-8 relative at G >= 0.1),
+        # its rmsprop puts eps inside the root unless eps_in_sqrt=False.
+        ("adagrad", lambda optax: optax.adagrad(0.05, initial_accumulator_value=0.1, eps=1e-8)),
+        ("rmsprop", lambda optax: optax.rmsprop(0.01, decay=0.9, eps=1e-8, eps_in_sqrt=False)),
     ],
 )
 def test_matches_optax(name, make_optax):
     import optax
 
     init, grads = random_problem(STEPS, seed=1)
-    ours = run_keras_optimizer(OURS[name](), init, grads)
-    assert_all_close(ours, run_optax(make_optax(optax), init, grads))
+    ours = OPTAX_SPELLING.get(name, OURS[name])()
+    assert_all_close(run_keras_optimizer(ours, init, grads), run_optax(make_optax(optax), init, grads))
+
+
+def test_torch_adagrad_lr_decay_is_keras_inverse_time_decay():
+    """docs/guides/coming-from.md's translation of torch's `lr_decay`."""
+    import torch.optim as to
+
+    init, grads = random_problem(STEPS, seed=2)
+    schedule = keras.optimizers.schedules.InverseTimeDecay(0.05, decay_steps=1, decay_rate=0.1)
+    ours = run_keras_optimizer(kz.Adagrad(schedule, epsilon=1e-8), init, grads)
+    reference = run_torch_optimizer(lambda p: to.Adagrad(p, lr=0.05, lr_decay=0.1, eps=1e-8), init, grads)
+    assert_all_close(ours, reference)
+
+
+OPTAX_SPELLING = {"adagrad": lambda: kz.Adagrad(0.05, initial_accumulator_value=0.1, epsilon=1e-8)}
 
 
 # Our optimizer and the Keras built-in that runs the same algorithm. Adagrad is

@@ -1,4 +1,5 @@
-"""Every ```python block of the README runs, so the examples cannot rot.
+"""Every ```python block of the README and of the guides (docs/guides/*.md)
+runs, so the examples cannot rot.
 
 Each block is run as the README says, as a complete script: in a fresh
 namespace, in an empty working directory, with `__name__ == "__main__"`. A
@@ -22,7 +23,11 @@ from conftest import BACKEND
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-BLOCKS = re.findall(r"^```python\n(.*?)^```", README, flags=re.M | re.S)
+GUIDES = sorted((ROOT / "docs" / "guides").glob("*.md"))
+# (file, block) for the README's python blocks and the guides'.
+SOURCES = [("README.md", README)] + [(f"docs/guides/{p.name}", p.read_text()) for p in GUIDES]
+BLOCKS = [(name, code) for name, text in SOURCES
+          for code in re.findall(r"^```python\n(.*?)^```", text, flags=re.M | re.S)]
 MARKER = re.compile(r"# KERAS_BACKEND=(\w+)\n")
 
 
@@ -38,23 +43,41 @@ def _title(code):
 
 def test_the_readme_has_the_examples_the_issue_asks_for():
     assert len(BLOCKS) >= 7
-    assert {_backend_of(b) for b in BLOCKS} >= {"tensorflow", "jax", "torch", None}
-    text = "\n".join(BLOCKS)
+    assert {_backend_of(code) for _, code in BLOCKS} >= {"tensorflow", "jax", "torch", None}
+    front = "\n".join(code for name, code in BLOCKS if name == "README.md")
+    # The front page: a first-order model, a second-order one, the curvature logger.
     for needle in ("optimizer=keras_optzoo.optimizers.AdamW(", "keras_optzoo.with_curvature(model)",
-                   "CurvatureLogger(", "keras.callbacks.TensorBoard(", "keras_compat=True"):
-        assert needle in text, needle
+                   "CurvatureLogger(", "keras.callbacks.TensorBoard("):
+        assert needle in front, needle
+    assert "keras_compat=True" in "\n".join(code for _, code in BLOCKS)
     # The use section comes right after the opening paragraph.
     assert README.index("## Use it") < README.index("\n## ", README.index("# keras-optzoo") + 2) + 2
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)), ids=[f"block{i}" for i in range(len(BLOCKS))])
+def test_the_readme_is_a_front_page():
+    """At most ~300 lines; the manual lives in the guides, each linked from it."""
+    assert len(README.splitlines()) <= 300, len(README.splitlines())
+    for guide in GUIDES:
+        assert f"(docs/guides/{guide.name}" in README, f"the README does not link docs/guides/{guide.name}"
+
+
+def _block_ids():
+    counts = {}
+    ids = []
+    for name, _ in BLOCKS:
+        counts[name] = counts.get(name, 0) + 1
+        ids.append(f"{Path(name).stem}-block{counts[name] - 1}")
+    return ids
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)), ids=_block_ids())
 def test_readme_block_runs(index, tmp_path, monkeypatch):
-    code = BLOCKS[index]
+    name, code = BLOCKS[index]
     wanted = _backend_of(code)
     if wanted is not None and wanted != BACKEND:
         pytest.skip(f"the {wanted} idiom; it needs KERAS_BACKEND={wanted} (this run: {BACKEND})")
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, f"README.md block {index}", "exec"), {"__name__": "__main__"})
+    exec(compile(code, f"{name} block {index}", "exec"), {"__name__": "__main__"})
 
 
 def test_keras_backend_variable_picks_the_backend_of_a_script(tmp_path):

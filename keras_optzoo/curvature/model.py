@@ -118,7 +118,7 @@ def with_curvature(model):
             "(the curvature needs the loss) and would bypass yours. Either drop the override, or keep it and "
             "train in your own loop: compute the Hessian information with keras_optzoo.curvature (e.g. "
             "`Hessian(model, loss, x, y).diagonal()`) and hand it to the optimizer with "
-            "`optimizer.set_curvature(values)` before `optimizer.apply(grads)` (README, 'Your own training loop')."
+            "`optimizer.set_curvature(values)` before `optimizer.apply(grads)` (docs/guides/training-loops.md)."
         )
     wrapped = CurvatureModel(model, name=f"{model.name}_with_curvature")
     if getattr(model, "compiled", False) and model.optimizer is not None:

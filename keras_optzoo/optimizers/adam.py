@@ -69,7 +69,7 @@ class Adam(_AdamBase):
     hat"), which equals ours with epsilon * sqrt(1 - beta_2^t); the difference
     is of order epsilon / sqrt(v_hat). Seed 002 writes sqrt(v_hat + epsilon).
     The difference shows where |g| is near epsilon, e.g. on rarely-hit
-    embedding rows (README, "Coming from keras.optimizers");
+    embedding rows (docs/guides/coming-from.md);
     `keras_compat=True` gives the Keras built-in's numbers.
 
     Args:

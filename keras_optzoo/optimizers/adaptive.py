@@ -14,13 +14,13 @@ class Adagrad(OptzooOptimizer):
         G <- G + g^2
         theta <- theta - lr * g / (sqrt(G) + epsilon)
 
-    epsilon sits outside the square root, as in seed 001, `torch.optim.Adagrad`
-    and optax. Seeds 000 and 002 and the Keras built-in write
-    `lr / sqrt(G + epsilon)`; the two differ by terms of order epsilon/sqrt(G).
-    G starts at `initial_accumulator_value` (0 as in torch and the paper; the
-    Keras built-in uses 0.1, which shrinks the first steps: README, "Coming
-    from keras.optimizers"). `keras_compat=True` gives the Keras built-in's
-    numbers.
+    epsilon sits outside the square root, as in seed 001 and
+    `torch.optim.Adagrad`. Seeds 000 and 002, the Keras built-in and
+    `optax.adagrad` write `lr / sqrt(G + epsilon)`; the two differ by terms of
+    order epsilon/sqrt(G). G starts at `initial_accumulator_value` (0 as in
+    torch and the paper; the Keras built-in and optax use 0.1, which shrinks
+    the first steps: docs/guides/coming-from.md). `keras_compat=True` gives
+    the Keras built-in's numbers.
 
     Args:
         learning_rate: lr; default 0.01 (seeds 000/001, torch), or 0.001
