@@ -9,6 +9,7 @@ import pytest
 
 from conftest import BACKEND
 from keras_optzoo import bench
+from keras_optzoo.bench import protocol as protocol_mod
 
 
 def _bench(tmp_path, *args):
@@ -42,7 +43,15 @@ def test_quick_run_with_both_protocols_writes_tables_verdicts_and_plots(tmp_path
             chosen = [g for g in grid if g["task"] == r["task"] and g["optimizer"] == r["optimizer"]
                       and g["chosen"] == "True"]
             assert [float(g["learning_rate"]) for g in chosen] == [float(r["learning_rate"])]
-            assert float(r["learning_rate"]) in AVAILABLE[r["optimizer"]].grid()
+            # A grid point, or one added past the grid's edge (then every point between is there).
+            tried = sorted(float(g["learning_rate"]) for g in grid
+                           if g["task"] == r["task"] and g["optimizer"] == r["optimizer"])
+            declared = AVAILABLE[r["optimizer"]].grid()
+            assert set(declared) <= set(tried) and float(r["learning_rate"]) in tried
+            assert all(b / a == pytest.approx(10 ** 0.5, rel=0.01) for a, b in zip(tried, tried[1:]))
+            at_edge = float(r["learning_rate"]) in (tried[0], tried[-1])
+            grown = [g for g in grid if g["task"] == r["task"] and g["optimizer"] == r["optimizer"] and g["grown"] == "True"]
+            assert (r["learning_rate_at_edge"] == "True") == (at_edge and len(grown) == protocol_mod.GROW)
         if r["steps_to_target"]:
             assert int(r["steps_to_target"]) == int(r["epochs_to_target"]) * int(r["steps_per_epoch"])
     assert {r["batch_size"] for r in rows if r["optimizer"] == "gd"} <= {r["train_size"] for r in rows}

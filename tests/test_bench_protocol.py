@@ -44,9 +44,10 @@ def test_selection_with_a_poisoned_test_set_picks_the_best_validation_loss(split
     assert all(math.isfinite(v) for c in curves.values() for v in c["validation_loss"])
     # The chosen rate is the survivor with the lowest final validation loss, and
     # every point stopped at the rung was worse there than every survivor.
-    survived = [r for r in rows if r["survived"]]
+    survived = [r for r in rows if r["survived"] and not r["grown"]]
     assert len(survived) == protocol.KEEP
-    assert chosen == min(survived, key=lambda r: r["final_validation_loss"])["learning_rate"]
+    finished = [r for r in rows if r["survived"]]  # with any points grown beyond an edge
+    assert chosen == min(finished, key=lambda r: r["final_validation_loss"])["learning_rate"]
     assert [r["learning_rate"] for r in rows if r["chosen"]] == [chosen]
     worst_survivor = max(r["validation_loss_at_rung"] for r in survived)
     assert all(r["validation_loss_at_rung"] >= worst_survivor for r in rows if not r["survived"])
@@ -58,10 +59,11 @@ def test_selection_with_a_poisoned_test_set_picks_the_best_validation_loss(split
     assert math.isnan(trainer.evaluate_test(poisoned)["test_loss"])
 
 
-def test_a_reused_trainer_matches_a_fresh_one_at_every_grid_point(split):
+def test_a_reused_trainer_matches_a_fresh_one_at_every_grid_point(split, monkeypatch):
     """With rung == epochs every grid point trains to the end: the chosen rate
     is the argmin of validation losses computed by fresh, separately compiled
-    models."""
+    models (the grid's growth past an edge is off here; tested below)."""
+    monkeypatch.setattr(protocol, "GROW", 0)
     grid = [SGD.grid()[0], SGD.grid()[-1]]
     chosen, curves, rows, _ = protocol.select_learning_rate(
         Trainer(TASK, SGD, split), split.without_test(), grid, 1, Progress(1), 1.0)
@@ -74,3 +76,41 @@ def test_a_reused_trainer_matches_a_fresh_one_at_every_grid_point(split):
     for lr in grid:
         assert curves[lr]["validation_loss"][-1] == pytest.approx(fresh[lr], rel=1e-4), lr
     assert chosen == min(fresh, key=fresh.get)
+
+
+@pytest.mark.parametrize("grid, direction", [([1e-4, 3.16e-4], 1), ([31.6, 100.0], -1)],
+                         ids=["best-at-top-edge", "best-at-bottom-edge"])
+def test_a_choice_at_an_edge_grows_the_grid_beyond_it(split, grid, direction):
+    """SGD on softmax regression: 1e-4 is far too small, 100 diverges. The grid
+    grows by sqrt(10) past the edge the best sits on until the best is
+    interior (or GROW points were added, then it is marked at the edge);
+    each added point's loss is that of a fresh run at that rate."""
+    chosen, curves, rows, _ = protocol.select_learning_rate(
+        Trainer(TASK, SGD, split), split.without_test(), grid, 1, Progress(1), 1.0)
+    grown = [r for r in rows if r["grown"]]
+    assert grown, "a choice at the edge did not grow the grid"
+    edge = grid[-1] if direction > 0 else grid[0]
+    expected = [float(f"{edge * math.sqrt(10) ** (direction * (i + 1)):.3g}") for i in range(len(grown))]
+    assert [r["learning_rate"] for r in grown] == pytest.approx(expected, rel=1e-6)
+    finals = {r["learning_rate"]: r["final_validation_loss"] for r in rows}
+    assert chosen == min((lr for lr in finals if math.isfinite(finals[lr])), key=finals.get)
+    tried = sorted(finals)
+    (chosen_row,) = [r for r in rows if r["chosen"]]
+    if len(grown) < protocol.GROW:
+        assert tried[0] < chosen < tried[-1] and not chosen_row["at_edge"]
+    else:
+        assert chosen_row["at_edge"] == (chosen in (tried[0], tried[-1]))
+    last = grown[-1]["learning_rate"]
+    keras.utils.set_random_seed(0)
+    trainer = Trainer(TASK, SGD, split)
+    trainer.start(split, 0, last)
+    fresh = trainer.fit(split, 0, 1)["validation_loss"][-1]
+    assert finals[last] == pytest.approx(fresh, rel=1e-4) or not (math.isfinite(fresh) or math.isfinite(finals[last]))
+
+
+def test_an_interior_choice_does_not_grow_the_grid(split):
+    chosen, _, rows, _ = protocol.select_learning_rate(
+        Trainer(TASK, SGD, split), split.without_test(), [0.01, 0.1, 1.0], 1, Progress(1), 1.0)
+    if chosen in (0.01, 1.0):
+        pytest.skip(f"on this data SGD's best of 0.01/0.1/1 was {chosen}, an edge; the growth test covers it")
+    assert not any(r["grown"] for r in rows) and not any(r["at_edge"] for r in rows)

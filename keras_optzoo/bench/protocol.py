@@ -7,7 +7,12 @@ optimizer's grid (`optimizers.GRID_FACTORS` times its default) trains on seed
 0 for the first `rung` epochs; all but the `keep` best by validation loss
 (and any that diverged) stop there (successive halving); the survivors
 train on to the full budget and the best by final validation loss is the
-chosen learning rate. That run is seed 0's final run; seeds 1..N-1 re-run it.
+chosen learning rate. A choice at the lowest or highest point of the grid
+is not tuned: the grid grows one point (x or / sqrt(10)) beyond that edge,
+trained to the full budget, until the best is interior, the new point
+diverges or is worse, or `GROW` points were added (then the choice is
+reported as still at the edge). That run is seed 0's final run; seeds
+1..N-1 re-run it.
 Selection sees `Split.without_test()`: the test set is not looked at.
 """
 
@@ -16,6 +21,8 @@ import math
 from keras_optzoo.bench.train import extend, final_value
 
 KEEP = 2  # grid points that survive the first rung
+GROW = 3  # points added at most beyond an edge of the grid
+STEP = math.sqrt(10)  # the grid's ratio (optimizers.GRID_FACTORS)
 
 
 def rung_epochs(epochs):
@@ -58,9 +65,24 @@ def select_learning_rate(trainer, split, grid, epochs, progress, cost):
     progress.advance(cost * (epochs - rung) * max(0, min(KEEP, len(grid)) - len(alive)))
     final = {lr: final_value(curves[lr]["validation_loss"]) for lr in alive}
     chosen = choose(final)
+    tried, grown = sorted(grid), []
+    while len(grown) < GROW and chosen in (tried[0], tried[-1]) and len(tried) > 1:
+        lr = float(f"{chosen * (STEP if chosen == tried[-1] else 1 / STEP):.3g}")
+        trainer.start(split, 0, lr)
+        curves[lr] = trainer.fit(split, 0, epochs)
+        snapshots[lr] = trainer.snapshot()
+        progress.advance(cost * epochs)
+        at_rung[lr] = final_value(curves[lr]["validation_loss"][:rung])
+        final[lr] = final_value(curves[lr]["validation_loss"])
+        tried, grown = sorted(tried + [lr]), grown + [lr]
+        if not final[lr] < final[chosen]:  # worse, or diverged (NaN/inf): the best is now interior
+            break
+        chosen = lr
+    at_edge = chosen in (tried[0], tried[-1]) and len(tried) > 1
     rows = [dict(learning_rate=lr, validation_loss_at_rung=at_rung[lr], rung_epochs=rung,
-                 epochs_run=len(curves[lr]["validation_loss"]), survived=lr in alive,
-                 final_validation_loss=final.get(lr, math.nan), chosen=lr == chosen) for lr in grid]
+                 epochs_run=len(curves[lr]["validation_loss"]), survived=lr in final,
+                 final_validation_loss=final.get(lr, math.nan), chosen=lr == chosen, grown=lr in grown,
+                 at_edge=at_edge and lr == chosen) for lr in list(grid) + grown]
     return chosen, curves, rows, snapshots[chosen]
 
 
@@ -69,4 +91,5 @@ def planned_cost(grid_size, epochs, seeds, tuned):
     if not tuned:
         return seeds * epochs
     rung = min(rung_epochs(epochs), epochs)
-    return grid_size * rung + min(KEEP, grid_size) * (epochs - rung) + (seeds - 1) * epochs
+    # The grid's growth is not known in advance; one added point is planned for.
+    return grid_size * rung + min(KEEP, grid_size) * (epochs - rung) + epochs + (seeds - 1) * epochs

@@ -10,6 +10,7 @@ import os
 
 from keras_optzoo.bench import analysis, verdicts
 from keras_optzoo.bench import optimizers as bench_optimizers
+from keras_optzoo.bench import protocol
 from keras_optzoo.bench import tasks as bench_tasks
 
 PAPERS = {
@@ -21,14 +22,19 @@ PAPERS = {
 
 CSV_COLUMNS = [
     "task", "model", "optimizer", "regularization", "protocol", "seed", "backend", "learning_rate",
-    "batch_size", "train_size", "epochs", "epochs_run", "steps_per_epoch", "epochs_to_converge",
+    "learning_rate_at_edge", "batch_size", "train_size", "epochs", "epochs_run", "steps_per_epoch", "epochs_to_converge",
     "final_train_loss", "final_validation_loss", "best_validation_loss", "test_loss",
     "final_train_accuracy_pct", "final_validation_accuracy_pct", "test_accuracy_pct", "test_auc",
     "target_validation_loss", "epochs_to_target", "steps_to_target", "seconds_to_target",
     "time_per_epoch_s", "total_time_s",
 ]
 GRID_COLUMNS = ["task", "optimizer", "learning_rate", "rung_epochs", "validation_loss_at_rung", "survived",
-                "epochs_run", "final_validation_loss", "chosen"]
+                "epochs_run", "final_validation_loss", "chosen", "grown", "at_edge"]
+
+
+def lr_cell(record):
+    """The chosen learning rate, marked when it is still at the edge of its grown grid."""
+    return f"{record['learning_rate']:g}" + (" (edge)" if record.get("learning_rate_at_edge") else "")
 
 
 def _write_csv(rows, columns, path):
@@ -64,7 +70,7 @@ def _convergence(runs, epochs):
     karate = any("test_auc" in r for r in runs)
     header = ["Optimizer", "Learning rate", "Epochs run", "Epochs to converge", "Final training loss",
               "Final validation loss", "Test accuracy (%)"] + (["Test AUC"] if karate else [])
-    rows = [[bench_optimizers.label(name), f"{group[0]['learning_rate']:g}", _s(group, "epochs_run", "{:.0f}"),
+    rows = [[bench_optimizers.label(name), lr_cell(group[0]), _s(group, "epochs_run", "{:.0f}"),
              _s(group, "epochs_to_converge", "{:.1f}", f"not within {epochs}"), _s(group, "final_train_loss"),
              _s(group, "final_validation_loss"), _s(group, "test_accuracy_pct", "{:.2f}")]
             + ([_s(group, "test_auc", "{:.3f}")] if karate else []) for name, group in _ordered(runs)]
@@ -97,12 +103,14 @@ def _grid(grid_rows, task):
         cells = []
         for g in points:
             loss = g["final_validation_loss"] if g["survived"] else g["validation_loss_at_rung"]
-            cell = f"{g['learning_rate']:g}: {loss:.4f}" + ("" if g["survived"] else " (stopped)")
+            cell = (f"{g['learning_rate']:g}: {loss:.4f}" + ("" if g["survived"] else " (stopped)")
+                    + (" (added beyond the grid)" if g.get("grown") else "") + (" (edge)" if g.get("at_edge") else ""))
             cells.append(f"**{cell}**" if g["chosen"] else cell)
         rows.append([bench_optimizers.label(name), "; ".join(cells)])
     rung = next(g["rung_epochs"] for g in grid_rows if g["task"] == task)
     return (f"Validation loss of each grid point (\"stopped\": after the first {rung} epoch(s), "
-            f"successive halving), the chosen one in bold.\n\n" + _table(["Optimizer", "Learning rate: validation loss"], rows))
+            f"successive halving), the chosen one in bold; a choice at an edge of the grid grows it one point at a "
+            f"time beyond that edge (at most {protocol.GROW}), \"(edge)\" where it is still there.\n\n" + _table(["Optimizer", "Learning rate: validation loss"], rows))
 
 
 def protocol_section(runs, grid_rows, protocol):

@@ -106,11 +106,12 @@ def run_optimizer(task, spec, args, splits, progress, protocol_name, regularizat
         trainers[key] = Trainer(task, spec, split0, regularization, args.batch_size)
     trainer = trainers[key]
     epochs, cost = task_epochs(task, args), task.relative_cost * spec.cost
-    records, grid_rows, seeds = [], [], range(args.seeds)
+    records, grid_rows, seeds, at_edge = [], [], range(args.seeds), False
     if learning_rate is None and protocol_name == "tuned":
         learning_rate, curves, rows, snapshot = protocol.select_learning_rate(
             trainer, split0.without_test(), spec.grid(), epochs, progress, cost)
         grid_rows = [dict(protocol=protocol_name, task=task.name, optimizer=spec.name, **row) for row in rows]
+        at_edge = any(row["at_edge"] for row in rows)
         trainer.restore(snapshot)
         records.append(_record(task, spec, trainer, split0, 0, learning_rate, curves[learning_rate], args,
                                regularization, protocol_name))
@@ -125,6 +126,8 @@ def run_optimizer(task, spec, args, splits, progress, protocol_name, regularizat
         records.append(_record(task, spec, trainer, split, seed, learning_rate, curves, args, regularization,
                                protocol_name))
         progress.report(_summary(records[-1]))
+    for record in records:
+        record["learning_rate_at_edge"] = at_edge
     return records, grid_rows
 
 
