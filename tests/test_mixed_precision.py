@@ -76,7 +76,9 @@ def test_float16_variables_train_or_raise_a_clear_error(policy, name, cls, data)
         before = model.evaluate(x, y, verbose=0)
         model.fit(x, y, batch_size=64, epochs=2, shuffle=False, verbose=0)
         after = model.evaluate(x, y, verbose=0)
-        assert np.isfinite(after) and after < 0.98 * before, (before, after)
+        # A real drop: torch's fused momentum kernel once left float16 weights
+        # unchanged and the loss moved 2.29 -> 2.27 (the keras.ops code: 0.32).
+        assert np.isfinite(after) and after < 0.8 * before, (before, after)
     else:
         with pytest.raises(TypeError, match="float16 variables.*mixed_float16"):
             model.fit(x, y, batch_size=64, epochs=1, verbose=0)

@@ -40,7 +40,16 @@ def _momentum_zero(optimizer, variables, params, grads, lr):
     torch._foreach_sub_(params, velocity)
 
 
+def _fused_sgd_skips(params):
+    # torch's _fused_sgd_ with momentum writes the buffer but leaves float16 and
+    # bfloat16 parameters unchanged (pytorch/pytorch#191763; seen on 2.4 and
+    # 2.13 CPU): those go to the keras.ops code.
+    return any(p.dtype in (torch.float16, torch.bfloat16) for p in params)
+
+
 def _momentum(optimizer, hp, variables, params, grads, lr):
+    if _fused_sgd_skips(params):
+        return False
     lr = float(lr)
     if hp["momentum"] == 0.0:
         return _momentum_zero(optimizer, variables, params, grads, lr)
@@ -53,6 +62,8 @@ def _momentum(optimizer, hp, variables, params, grads, lr):
 
 
 def _nesterov(optimizer, hp, variables, params, grads, lr):
+    if _fused_sgd_skips(params):
+        return False
     lr = float(lr)
     if hp["momentum"] == 0.0:
         return _momentum_zero(optimizer, variables, params, grads, lr)
