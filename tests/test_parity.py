@@ -91,7 +91,12 @@ def test_momentum_ema_form_matches_numpy_transcription():
     ],
 )
 def test_matches_optax(name, make_optax):
+    import inspect
+
     import optax
+
+    if name == "rmsprop" and "eps_in_sqrt" not in inspect.signature(optax.rmsprop).parameters:
+        pytest.skip(f"optax {optax.__version__}'s rmsprop has no eps_in_sqrt= (the translation needs a newer optax)")
 
     init, grads = random_problem(STEPS, seed=1)
     ours = OPTAX_SPELLING.get(name, OURS[name])()
