@@ -75,6 +75,10 @@ def test_momentum_ema_form_matches_numpy_transcription():
     assert_all_close(ours, theta)
 
 
+# Where the optax translation takes other arguments than OURS (optax's 0.1 start).
+OPTAX_SPELLING = {"adagrad": lambda: kz.Adagrad(0.05, initial_accumulator_value=0.1, epsilon=1e-8)}
+
+
 @pytest.mark.parametrize(
     "name, make_optax",
     [
@@ -112,9 +116,6 @@ def test_torch_adagrad_lr_decay_is_keras_inverse_time_decay():
     ours = run_keras_optimizer(kz.Adagrad(schedule, epsilon=1e-8), init, grads)
     reference = run_torch_optimizer(lambda p: to.Adagrad(p, lr=0.05, lr_decay=0.1, eps=1e-8), init, grads)
     assert_all_close(ours, reference)
-
-
-OPTAX_SPELLING = {"adagrad": lambda: kz.Adagrad(0.05, initial_accumulator_value=0.1, epsilon=1e-8)}
 
 
 # Our optimizer and the Keras built-in that runs the same algorithm. Adagrad is

@@ -25,6 +25,11 @@ GROW = 3  # points added at most beyond an edge of the grid
 STEP = math.sqrt(10)  # the grid's ratio (optimizers.GRID_FACTORS)
 
 
+def _at_edge(lr, tried):
+    """Whether `lr` is the lowest or highest of the (sorted) rates tried."""
+    return len(tried) > 1 and lr in (tried[0], tried[-1])
+
+
 def rung_epochs(epochs):
     """The first rung: a fifth of the budget, at least one epoch."""
     return max(1, round(epochs / 5))
@@ -66,7 +71,7 @@ def select_learning_rate(trainer, split, grid, epochs, progress, cost):
     final = {lr: final_value(curves[lr]["validation_loss"]) for lr in alive}
     chosen = choose(final)
     tried, grown = sorted(grid), []
-    while len(grown) < GROW and chosen in (tried[0], tried[-1]) and len(tried) > 1:
+    while len(grown) < GROW and _at_edge(chosen, tried):
         lr = float(f"{chosen * (STEP if chosen == tried[-1] else 1 / STEP):.3g}")
         trainer.start(split, 0, lr)
         curves[lr] = trainer.fit(split, 0, epochs)
@@ -78,7 +83,7 @@ def select_learning_rate(trainer, split, grid, epochs, progress, cost):
         if not final[lr] < final[chosen]:  # worse, or diverged (NaN/inf): the best is now interior
             break
         chosen = lr
-    at_edge = chosen in (tried[0], tried[-1]) and len(tried) > 1
+    at_edge = _at_edge(chosen, tried)
     rows = [dict(learning_rate=lr, validation_loss_at_rung=at_rung[lr], rung_epochs=rung,
                  epochs_run=len(curves[lr]["validation_loss"]), survived=lr in final,
                  final_validation_loss=final.get(lr, math.nan), chosen=lr == chosen, grown=lr in grown,

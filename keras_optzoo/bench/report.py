@@ -10,7 +10,7 @@ import os
 
 from keras_optzoo.bench import analysis, verdicts
 from keras_optzoo.bench import optimizers as bench_optimizers
-from keras_optzoo.bench import protocol
+from keras_optzoo.bench.protocol import GROW
 from keras_optzoo.bench import tasks as bench_tasks
 
 PAPERS = {
@@ -110,7 +110,7 @@ def _grid(grid_rows, task):
     rung = next(g["rung_epochs"] for g in grid_rows if g["task"] == task)
     return (f"Validation loss of each grid point (\"stopped\": after the first {rung} epoch(s), "
             f"successive halving), the chosen one in bold; a choice at an edge of the grid grows it one point at a "
-            f"time beyond that edge (at most {protocol.GROW}), \"(edge)\" where it is still there.\n\n" + _table(["Optimizer", "Learning rate: validation loss"], rows))
+            f"time beyond that edge (at most {GROW}), \"(edge)\" where it is still there.\n\n" + _table(["Optimizer", "Learning rate: validation loss"], rows))
 
 
 def protocol_section(runs, grid_rows, protocol):
