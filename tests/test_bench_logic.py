@@ -8,7 +8,7 @@ import math
 import pytest
 
 from keras_optzoo import bench
-from keras_optzoo.bench import analysis, protocol, verdicts
+from keras_optzoo.bench import analysis, protocol, train, verdicts
 from keras_optzoo.bench import optimizers as bench_optimizers
 from keras_optzoo.bench.run import Progress
 
@@ -17,9 +17,9 @@ from keras_optzoo.bench.run import Progress
 
 def test_time_to_target_is_the_first_epoch_at_or_below_the_target():
     history = [2.0, 0.9, 0.5, 0.7, 0.3]
-    # Epoch 3 is the first <= 0.5 (the later dip to 0.3 does not count); 20 steps per epoch, 1.5 s per epoch.
-    assert analysis.time_to_target(history, 0.5, 20, 1.5) == (3, 60, 4.5)
-    assert analysis.time_to_target(history, 0.31, 20, 1.5) == (5, 100, 7.5)
+    # Epoch 3 is the first <= 0.5 (the later dip to 0.3 does not count); 20 steps per epoch, 0.075 s per step.
+    assert analysis.time_to_target(history, 0.5, 20, 0.075) == pytest.approx((3, 60, 4.5))
+    assert analysis.time_to_target(history, 0.31, 20, 0.075) == pytest.approx((5, 100, 7.5))
     assert analysis.time_to_target(history, 0.1, 20, 1.5) is None
     assert analysis.time_to_target([math.nan, math.nan], 0.5, 20, 1.5) is None  # a diverged run
 
@@ -169,6 +169,37 @@ def test_paper_000_hybrid_claim_on_hand_made_tables():
     lower_loss_only = runs({"hybrid": 400, "sgd": 300, "adam": 200}, {"hybrid": 0.1, "sgd": 0.3, "adam": 0.2},
                            {"hybrid": 0.2, "sgd": 0.4, "adam": 0.3})
     assert verdicts.hybrid_claim(lower_loss_only, ("sgd", "adam")).verdict == "mixed"
+
+
+def test_second_order_against_the_best_first_order_on_hand_made_tables():
+    """The users' question, per task: a second-order optimizer must win against
+    the first-order one with the fewest steps (and, separately, seconds)."""
+    def runs(task, table):  # {name: [(steps, seconds) per seed]}
+        return [dict(task=task, regularization="none", optimizer=name, steps_to_target=st, seconds_to_target=sec)
+                for name, seeds in table.items() for st, sec in seeds]
+
+    first, second = ("sgd", "adam"), ("soap", "sophiah")
+    both = runs("mnist-cnn", {"sgd": [(900, 9.0), (1000, 10.0)], "adam": [(400, 4.0), (420, 4.2)],
+                              "soap": [(200, 3.0), (210, 3.1)], "sophiah": [(500, 20.0), (520, 21.0)]})
+    steps_only = runs("karate", {"sgd": [(90, 0.9), (100, 1.0)], "adam": [(40, 0.4), (42, 0.42)],
+                                 "soap": [(20, 0.8), (21, 0.82)], "sophiah": [(None, None), (50, 2.0)]})
+    claim = verdicts.second_order_claim(both + steps_only, first, second)
+    assert [(p.scope, p.verdict) for p in claim.parts] == [("mnist-cnn", "holds"), ("karate", "mixed")]
+    assert claim.verdict == "mixed"
+    assert claim.parts[0].text.startswith("yes, soap.") and "best first-order adam 410" in claim.parts[0].text
+    assert claim.parts[1].text.startswith("in steps only.") and "sophiah not reached (loss)" in claim.parts[1].text
+    none = runs("karate", {"adam": [(40, 0.4), (42, 0.42)], "soap": [(80, 0.8), (84, 0.84)]})
+    assert verdicts.second_order_claim(none, first, second).verdict == "does not hold"
+    assert not verdicts.second_order_claim(none, first, ()).parts  # nothing to compare: no claim
+
+
+def test_steady_step_time_leaves_out_the_first_epoch_and_the_validation_pass():
+    run = dict(train_seconds=[5.0, 1.0, 1.2, 1.1], steps=[10, 10, 10, 5], epoch_seconds=[6.0, 2.0, 2.2, 2.1],
+               steps_per_epoch=10)
+    # Per step: 0.5 (compiling, left out), 0.1, 0.12, 0.22 (a last, shorter epoch): the median is 0.12.
+    assert train.steady_step_seconds(run) == pytest.approx(0.12)
+    old = dict(epoch_seconds=[6.0, 2.0, 2.2], steps_per_epoch=10)  # a run recorded before train_seconds
+    assert train.steady_step_seconds(old) == pytest.approx(0.21)
 
 
 def test_paper_000_table_2_ranking_on_hand_made_tables():

@@ -47,7 +47,7 @@ def test_the_readme_has_the_examples_the_issue_asks_for():
     front = "\n".join(code for name, code in BLOCKS if name == "README.md")
     # The front page: a first-order model, a second-order one, the curvature logger.
     for needle in ("optimizer=keras_optzoo.optimizers.AdamW(", "keras_optzoo.with_curvature(model)",
-                   "CurvatureLogger(", "keras.callbacks.TensorBoard("):
+                   "CurvatureLogger(", "keras.callbacks.TensorBoard(", "bench.compare(build_model"):
         assert needle in front, needle
     assert "keras_compat=True" in "\n".join(code for _, code in BLOCKS)
     # The use section comes right after the opening paragraph.

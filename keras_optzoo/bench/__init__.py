@@ -10,6 +10,15 @@ import argparse
 import os
 import sys
 
+
+def __getattr__(name):
+    # `compare` imports Keras, which the CLI must not do before it chose the backend.
+    if name in ("compare", "Comparison"):
+        from keras_optzoo.bench import study
+
+        return getattr(study, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 BACKENDS = ("tensorflow", "jax", "torch")
 TASK_NAMES = ("mnist-mlp", "mnist-cnn", "karate")
 TASK_ALIASES = {"mnist": ["mnist-mlp", "mnist-cnn"], "all": list(TASK_NAMES)}
@@ -71,6 +80,47 @@ def _choices(option, allowed, aliases=None):
     return parse
 
 
+# What a --task module:function returns: keras_optzoo.bench.compare's arguments.
+USER_TASK_KEYS = ("build_model", "train", "validation", "loss", "metrics", "loss_weights", "epochs", "batch_size",
+                  "test", "name")
+
+
+def _task_choice(text):
+    """Built-in task names, or one `module:function` (a user's task)."""
+    if ":" not in text:
+        return _choices("--task", TASK_NAMES, TASK_ALIASES)(text)
+    module, _, function = text.strip().partition(":")
+    if not module or not function.isidentifier() or "," in text:
+        raise _error(f"--task: {text!r} is not module:function (one user task, alone), nor a list of built-in "
+                     f"tasks ({', '.join(TASK_NAMES)})")
+    return text.strip()
+
+
+def load_user_task(spec):
+    """Imports `module:function`, calls it and checks the dict it returns."""
+    import importlib
+
+    module, _, function = spec.partition(":")
+    sys.path.insert(0, os.getcwd())  # a module in the current directory, as `python -m` finds it
+    try:
+        target = getattr(importlib.import_module(module), function, None)
+    finally:
+        sys.path.pop(0)
+    if not callable(target):
+        raise ValueError(f"--task: {module} has no function {function!r}")
+    pieces = target()
+    if not isinstance(pieces, dict):
+        raise ValueError(f"--task: {spec}() must return a dict of keras_optzoo.bench.compare's arguments "
+                         f"({', '.join(USER_TASK_KEYS)}); it returned {type(pieces).__name__}")
+    unknown = sorted(set(pieces) - set(USER_TASK_KEYS))
+    missing = [k for k in ("build_model", "train", "validation", "loss") if k not in pieces]
+    if unknown or missing:
+        raise ValueError(f"--task: {spec}() returned " + "; ".join(
+            ([f"unknown key(s) {', '.join(unknown)}"] if unknown else [])
+            + ([f"no {', '.join(missing)}"] if missing else [])) + f"; allowed keys: {', '.join(USER_TASK_KEYS)}")
+    return pieces
+
+
 def _target(text):
     """A number (every task) or task=value pairs."""
     if "=" not in text:
@@ -113,9 +163,11 @@ def build_parser():
                         "seed 0, all grid points trained for the first fifth of the epochs and the best 2 to the "
                         "end (successive halving), then the chosen one re-run on every seed; fixed: paper 001's "
                         "protocol, every optimizer at --lr; tuned,fixed: both")
-    p.add_argument("--task", type=_choices("--task", TASK_NAMES, TASK_ALIASES), default=None,
+    p.add_argument("--task", type=_task_choice, default=None,
                    metavar="TASKS", help=f"comma-separated from {', '.join(TASK_NAMES)}, or mnist (both MNIST "
-                                         f"models) or all (default; with --quick: {','.join(QUICK_TASKS)})")
+                                         f"models) or all (default; with --quick: {','.join(QUICK_TASKS)}); or "
+                                         f"module:function, your own task: a function returning a dict with the "
+                                         f"arguments of keras_optzoo.bench.compare ({', '.join(USER_TASK_KEYS)})")
     p.add_argument("--optimizers", type=_choices("--optimizers", optimizers.NAMES), default=None,
                    metavar="NAMES", help=_optimizer_help(optimizers.NAMES))
     p.add_argument("--epochs", type=_positive_int("--epochs"),
@@ -183,7 +235,7 @@ def _missing_packages(tasks):
     """The packages of NEEDS this run would import and that are not installed,
     checked before any training so that a run never fails at its end."""
     if isinstance(tasks, str):
-        tasks = TASK_ALIASES.get(tasks, [tasks])
+        tasks = TASK_ALIASES.get(tasks, [tasks]) if ":" not in tasks else []
     needed = ["matplotlib"] + (["networkx"] if "karate" in tasks else [])
     missing = []
     for name in needed:
@@ -219,6 +271,8 @@ def parse_args(argv):
         args.seeds = 1 if args.quick else DEFAULT_SEEDS
     if args.task is None:
         args.task = list(QUICK_TASKS if args.quick else TASK_NAMES)
+    if isinstance(args.task, str) and args.epochs is None and args.quick:
+        args.epochs = 2
     if args.regularization is None:
         args.regularization = ["none"] if args.quick else list(REGULARIZATIONS)
     _check_out(parser, args.out)
@@ -241,7 +295,34 @@ def main(argv=None):
     args = parse_args(argv)
     from keras_optzoo.bench import run, report
 
-    runs, grid_rows = run.run_all(args)
+    if isinstance(args.task, str):
+        runs, grid_rows = _run_user_task(args)
+    else:
+        runs, grid_rows = run.run_all(args)
     report.write_all(runs, grid_rows, args.out, "optzoo-bench " + " ".join(argv) if argv else "optzoo-bench")
     print(f"wrote {len(runs)} runs to {os.path.abspath(args.out)}: results.csv, grid.csv, results.md, *.png")
     return 0
+
+
+def _run_user_task(args):
+    """--task module:function: `compare` once per protocol, on the function's pieces."""
+    from keras_optzoo.bench import study
+
+    try:
+        pieces = load_user_task(args.task)
+    except ValueError as error:
+        build_parser().error(str(error))
+    pieces.setdefault("name", args.task.partition(":")[2])
+    for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size)):
+        if value is not None:
+            pieces[key] = value
+    if "epochs" not in pieces:
+        build_parser().error(f"--task: {args.task}() returned no epochs; pass --epochs")
+    runs, grid_rows = [], []
+    for protocol in args.protocol:
+        found = study.compare(**pieces, optimizers=args.optimizers, protocol=protocol, seeds=args.seeds,
+                              target=args.target if not isinstance(args.target, dict) else None,
+                              learning_rate=args.lr if protocol == "fixed" else None)
+        runs += found.runs
+        grid_rows += found.grid
+    return runs, grid_rows

@@ -9,7 +9,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from keras_optzoo.bench.train import final_value, steady_epoch_seconds
+from keras_optzoo.bench.train import final_value, steady_step_seconds
 from keras_optzoo.callbacks import AdaptiveStopping
 
 
@@ -34,13 +34,14 @@ def best_value(curve):
     return min(finite) if finite else math.inf
 
 
-def time_to_target(validation_loss, target, steps_per_epoch, seconds_per_epoch):
+def time_to_target(validation_loss, target, steps_per_epoch, seconds_per_step):
     """(epochs, steps, seconds) until the validation loss, measured at the end
     of each epoch, is first <= target; None when it never is. Seconds are
-    steps at the run's steady time per epoch (compilation left out)."""
+    those steps at the run's steady time per training step (compilation and
+    the validation passes left out)."""
     for epoch, value in enumerate(validation_loss, start=1):
         if value <= target:
-            return epoch, epoch * steps_per_epoch, epoch * seconds_per_epoch
+            return epoch, epoch * steps_per_epoch, epoch * steps_per_epoch * seconds_per_step
     return None
 
 
@@ -66,26 +67,32 @@ def targets(runs, first_order, given=None):
     return out
 
 
+def _final(run, key):
+    """The last value of a curve the run has (a task without accuracy has none: None)."""
+    return final_value(run[key]) if run.get(key) else None
+
+
 def annotate(runs, task_targets, threshold):
     """Adds the reported values to every run (in place) and returns the runs."""
     for run in runs:
-        seconds = steady_epoch_seconds(run["epoch_seconds"])
+        step = steady_step_seconds(run)
         target = task_targets.get(run["task"])
         hit = None if target is None else time_to_target(
-            run["validation_loss"], target, run["steps_per_epoch"], seconds)
+            run["validation_loss"], target, run["steps_per_epoch"], step)
         run.update(
             epochs_run=len(run["train_loss"]),
             final_train_loss=final_value(run["train_loss"]),
             final_validation_loss=final_value(run["validation_loss"]),
             best_validation_loss=best_value(run["validation_loss"]),
-            final_train_accuracy_pct=final_value(run["train_accuracy_pct"]),
-            final_validation_accuracy_pct=final_value(run["validation_accuracy_pct"]),
+            final_train_accuracy_pct=_final(run, "train_accuracy_pct"),
+            final_validation_accuracy_pct=_final(run, "validation_accuracy_pct"),
             epochs_to_converge=epochs_to_converge(run["train_loss"], threshold),
             target_validation_loss=target,
             epochs_to_target=hit[0] if hit else None,
             steps_to_target=hit[1] if hit else None,
             seconds_to_target=hit[2] if hit else None,
-            time_per_epoch_s=seconds,
+            step_time_s=step,
+            time_per_epoch_s=step * run["steps_per_epoch"],
             total_time_s=float(sum(run["epoch_seconds"])),
         )
     return runs

@@ -1,5 +1,7 @@
 """The benchmark's plots, per protocol and task: loss curves (training and
-validation), test accuracy, and time to the target validation loss. Every
+validation loss against training steps, validation loss against seconds of
+training at the run's steady step time), test accuracy, and time to the
+target validation loss. Every
 optimizer keeps its colour, marker and line style (`optimizers.style`) in
 every plot; legends sit outside the axes; accuracy is in %."""
 
@@ -35,8 +37,9 @@ def _by_optimizer(runs):
     return [(name, groups[(name,)]) for name in bench_optimizers.NAMES if (name,) in groups]
 
 
-def _title(task, protocol, what, backend):
-    return f"{bench_tasks.TASKS[task].title}\n{what} ({protocol} protocol, {backend}, mean over random seeds)"
+def _title(runs, task, protocol, what):
+    return (f"{bench_tasks.title(task, runs)}\n{what} ({protocol} protocol, {runs[0]['backend']}, "
+            f"mean over random seeds)")
 
 
 def _save(fig, path):
@@ -44,21 +47,28 @@ def _save(fig, path):
 
 
 def loss_curves(plt, runs, task, protocol, path):
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    """Training and validation loss at the end of each epoch against training
+    steps, and validation loss against seconds (steps x the steady step time,
+    the mean over seeds: what AlgoPerf's time to result counts)."""
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.2), sharey=True)
     for name, group in _by_optimizer(runs):
-        for ax, key in zip(axes, ("train_loss", "validation_loss")):
+        steps = np.mean([r["steps_per_epoch"] for r in group])
+        seconds = steps * np.mean([r["step_time_s"] for r in group])
+        for ax, key, per_epoch in zip(axes, ("train_loss", "validation_loss", "validation_loss"),
+                                      (steps, steps, seconds)):
             curve = _mean_curve(group, key)
-            if curve is not None:
-                ax.plot(np.arange(1, len(curve) + 1), curve, **bench_optimizers.style(name))
+            if curve is not None and math.isfinite(per_epoch):
+                ax.plot(per_epoch * np.arange(1, len(curve) + 1), curve, **bench_optimizers.style(name))
     target = runs[0].get("target_validation_loss")
     if target:
-        axes[1].axhline(target, color="grey", linewidth=0.8, label="target")
-    for ax, split in zip(axes, ("training", "validation")):
-        ax.set(xlabel="epoch", ylabel=f"{split} loss (log scale)", yscale="log", title=f"{split} loss")
-        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        for ax in axes[1:]:
+            ax.axhline(target, color="grey", linewidth=0.8, label="target")
+    for ax, split, x in zip(axes, ("training", "validation", "validation"),
+                            ("training steps", "training steps", "seconds of training")):
+        ax.set(xlabel=x, ylabel=f"{split} loss (log scale)", yscale="log", title=f"{split} loss against {x}")
         ax.grid(alpha=0.3)
-    fig.suptitle(_title(task, protocol, "loss per epoch", runs[0]["backend"]), fontsize=10, y=1.04)
-    axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    fig.suptitle(_title(runs, task, protocol, "loss at the end of each epoch"), fontsize=10, y=1.04)
+    axes[2].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
     _save(fig, path)
 
 
@@ -84,25 +94,27 @@ def _bars(plt, runs, key, xlabel, task, protocol, what, path, none_text):
     ax.set(xlabel=xlabel)
     ax.margins(x=0.25)
     ax.grid(axis="x", alpha=0.3)
-    ax.set_title(_title(task, protocol, what, runs[0]["backend"]), fontsize=10)
+    ax.set_title(_title(runs, task, protocol, what), fontsize=10)
     _save(fig, path)
 
 
 def write_plots(runs, directory):
     plt = _pyplot()
+    tasks = list(dict.fromkeys(r["task"] for r in runs))
     for protocol in dict.fromkeys(r["protocol"] for r in runs):
-        for task in bench_tasks.ORDER:
+        for task in tasks:
             task_runs = [r for r in runs if r["protocol"] == protocol and r["task"] == task
                          and r["regularization"] == "none"]
             if not task_runs:
                 continue
             stem = os.path.join(directory, f"{protocol}_{task}_")
             loss_curves(plt, task_runs, task, protocol, stem + "loss_curves.png")
-            _bars(plt, task_runs, "test_accuracy_pct", "test accuracy (%)", task, protocol, "test accuracy",
-                  stem + "test_accuracy.png", "-")
+            if any(r.get("test_accuracy_pct") is not None for r in task_runs):
+                _bars(plt, task_runs, "test_accuracy_pct", "test accuracy (%)", task, protocol, "test accuracy",
+                      stem + "test_accuracy.png", "-")
             target = task_runs[0].get("target_validation_loss")
             _bars(plt, task_runs, "seconds_to_target", "seconds to the target validation loss "
-                  "(steady time per epoch, compilation left out)", task, protocol,
+                  "(steady time per training step, compilation and validation left out)", task, protocol,
                   f"time to validation loss {target:.4f}" if target else "time to target",
                   stem + "time_to_target.png", "not reached")
             plt.close("all")

@@ -26,7 +26,7 @@ CSV_COLUMNS = [
     "final_train_loss", "final_validation_loss", "best_validation_loss", "test_loss",
     "final_train_accuracy_pct", "final_validation_accuracy_pct", "test_accuracy_pct", "test_auc",
     "target_validation_loss", "epochs_to_target", "steps_to_target", "seconds_to_target",
-    "time_per_epoch_s", "total_time_s",
+    "step_time_s", "time_per_epoch_s", "total_time_s",
 ]
 GRID_COLUMNS = ["task", "optimizer", "learning_rate", "rung_epochs", "validation_loss_at_rung", "survived",
                 "epochs_run", "final_validation_loss", "chosen", "grown", "at_edge"]
@@ -58,30 +58,43 @@ def _ordered(runs, key="optimizer"):
 
 
 def _tasks(runs):
-    present = {r["task"] for r in runs}
-    return [t for t in bench_tasks.ORDER if t in present]
+    """The built-in tasks in their order, then a user's, in the order run."""
+    present = list(dict.fromkeys(r["task"] for r in runs))
+    return [t for t in bench_tasks.ORDER if t in present] + [t for t in present if t not in bench_tasks.ORDER]
 
 
 def _s(group, key, fmt="{:.4f}", none="-"):
     return analysis.stat(group, key).format(fmt, none)
 
 
+def _test_columns(runs):
+    """(header, key, format) of the test metrics the runs have: loss when there is no accuracy."""
+    columns = [("Test accuracy (%)", "test_accuracy_pct", "{:.2f}"), ("Test AUC", "test_auc", "{:.3f}")]
+    found = [c for c in columns if any(r.get(c[1]) is not None for r in runs)]
+    if not found and any(r.get("test_loss") is not None for r in runs):
+        found = [("Test loss", "test_loss", "{:.4f}")]
+    return found
+
+
 def _convergence(runs, epochs):
-    karate = any("test_auc" in r for r in runs)
+    tests = _test_columns(runs)
     header = ["Optimizer", "Learning rate", "Epochs run", "Epochs to converge", "Final training loss",
-              "Final validation loss", "Test accuracy (%)"] + (["Test AUC"] if karate else [])
+              "Final validation loss"] + [h for h, _, _ in tests]
     rows = [[bench_optimizers.label(name), lr_cell(group[0]), _s(group, "epochs_run", "{:.0f}"),
              _s(group, "epochs_to_converge", "{:.1f}", f"not within {epochs}"), _s(group, "final_train_loss"),
-             _s(group, "final_validation_loss"), _s(group, "test_accuracy_pct", "{:.2f}")]
-            + ([_s(group, "test_auc", "{:.3f}")] if karate else []) for name, group in _ordered(runs)]
+             _s(group, "final_validation_loss")] + [_s(group, key, fmt) for _, key, fmt in tests]
+            for name, group in _ordered(runs)]
     return _table(header, rows)
 
 
 def _timing(runs):
-    header = ["Optimizer", "Steps to target", "Seconds to target", "Time per epoch (s)", "Total time (s)"]
+    header = ["Optimizer", "Steps to target", "Seconds to target", "Step time (ms)", "Time per epoch (s)",
+              "Total time (s)"]
     rows = [[bench_optimizers.label(name), _s(group, "steps_to_target", "{:.0f}", "not reached"),
-             _s(group, "seconds_to_target", "{:.2f}", "not reached"), _s(group, "time_per_epoch_s", "{:.3f}"),
-             _s(group, "total_time_s", "{:.2f}")] for name, group in _ordered(runs)]
+             _s(group, "seconds_to_target", "{:.2f}", "not reached"),
+             analysis.Stat([1e3 * r["step_time_s"] for r in group]).format("{:.2f}"),
+             _s(group, "time_per_epoch_s", "{:.3f}"), _s(group, "total_time_s", "{:.2f}")]
+            for name, group in _ordered(runs)]
     return _table(header, rows)
 
 
@@ -118,7 +131,7 @@ def protocol_section(runs, grid_rows, protocol):
     for task in _tasks(runs):
         task_runs = [r for r in runs if r["task"] == task]
         plain = [r for r in task_runs if r["regularization"] == "none"]
-        title = bench_tasks.TASKS[task].title
+        title = bench_tasks.title(task, task_runs)
         target = plain[0]["target_validation_loss"] if plain else None
         out.append(f"\n### {task}: {title}\n")
         out.append(f"Convergence (paper 000, Table 1; epochs to converge by AdaptiveStopping's rule on the "
@@ -126,8 +139,8 @@ def protocol_section(runs, grid_rows, protocol):
         out.append(_convergence(plain, plain[0]["epochs"]))
         target_text = "-" if target is None else f"{target:.4f}"
         out.append(f"\nTime to the target validation loss {target_text} (AlgoPerf's time-to-result, checked at "
-                   f"the end of each epoch; seconds at the steady time per epoch, compilation left out) and "
-                   f"time (paper 000, Table 3):\n")
+                   f"the end of each epoch; seconds are those steps at the steady time per training step, "
+                   f"compilation and validation passes left out) and time (paper 000, Table 3):\n")
         out.append(_timing(plain))
         if len({r["regularization"] for r in task_runs}) > 1:
             out.append(f"\nRegularization (paper 000, Table 2; L1/L2 0.001 on both kernels, Dropout 0.5), at "
@@ -146,7 +159,8 @@ def verdict_section(runs_by_protocol):
            "is mixed otherwise; over tasks, it holds when it holds on every task, does not hold when it does not hold "
            "on any, and is mixed otherwise."]
     first = tuple(n for n in bench_optimizers.FIRST_ORDER)
-    claims = {p: verdicts.claims(runs, first) for p, runs in runs_by_protocol.items()}
+    second = tuple(n for n in bench_optimizers.NAMES if n not in first)
+    claims = {p: verdicts.claims(runs, first, second) for p, runs in runs_by_protocol.items()}
     for i, claim in enumerate(next(iter(claims.values()))):
         out.append(f"\n### {claim.paper}: {claim.statement}\n\nCompared: {claim.rule}.\n")
         for protocol, found in claims.items():

@@ -10,7 +10,7 @@ from keras_optzoo.bench import analysis
 from keras_optzoo.bench import optimizers as bench_optimizers
 from keras_optzoo.bench import protocol
 from keras_optzoo.bench import tasks as bench_tasks
-from keras_optzoo.bench.train import Trainer
+from keras_optzoo.bench.train import Trainer, num_samples
 
 # --quick: a tiny budget for smoke tests.
 QUICK = {"mnist_train": 1000, "mnist_test": 500, "epochs": {"mnist-mlp": 2, "mnist-cnn": 1, "karate": 5}}
@@ -25,8 +25,8 @@ class Progress:
     an ETA; each run counts by its expected cost (epochs x the task's and the
     optimizer's relative cost), not as one run."""
 
-    def __init__(self, total):
-        self.total, self.done, self.start = total, 0.0, time.perf_counter()
+    def __init__(self, total, verbose=True):
+        self.total, self.done, self.start, self.verbose = total, 0.0, time.perf_counter(), verbose
 
     def advance(self, cost):
         self.done += cost
@@ -38,7 +38,9 @@ class Progress:
         return elapsed * max(self.total - self.done, 0.0) / self.done
 
     def report(self, text):
-        share = 100.0 * self.done / self.total if self.total else 100.0
+        if not self.verbose:
+            return
+        share = min(100.0, 100.0 * self.done / self.total) if self.total else 100.0
         elapsed = time.perf_counter() - self.start
         print(f"[{share:3.0f} %, {_clock(elapsed)} elapsed, ETA {_clock(self.eta())}] {text}", flush=True)
 
@@ -69,29 +71,32 @@ def task_epochs(task, args):
     return args.epochs or (QUICK["epochs"][task.name] if args.quick else task.epochs)
 
 
-def _splitter(task, mnist_splits):
+def _splitter(task, splits):
+    """seed -> Split: Karate draws a new edge split per seed; the others keep theirs."""
     if task.name == "karate":
         return bench_tasks.karate_split
-    return lambda seed: mnist_splits[task.name]
+    return lambda seed: splits[task.name]
 
 
 def _record(task, spec, trainer, split, seed, lr, curves, args, regularization, protocol_name):
-    batch_size = trainer.batch_size_for(split)
-    record = dict(task=task.name, model=task.model, optimizer=spec.name, regularization=regularization,
-                  protocol=protocol_name, seed=seed, backend=keras.backend.backend(), learning_rate=lr,
-                  batch_size=batch_size, epochs=task_epochs(task, args), train_size=len(split.x_train),
-                  steps_per_epoch=math.ceil(len(split.x_train) / batch_size), **curves)
+    batch_size, steps = trainer.batch_size_for(split), [n for n in curves["steps"] if n]
+    record = dict(task=task.name, task_title=task.title, model=task.model, optimizer=spec.name,
+                  regularization=regularization, protocol=protocol_name, seed=seed,
+                  backend=keras.backend.backend(), learning_rate=lr, batch_size=batch_size,
+                  epochs=task_epochs(task, args), train_size=num_samples(split.x_train),
+                  # Counted in training (a dataset's length may be unknown); the last epoch may stop early on NaN.
+                  steps_per_epoch=max(steps) if steps else 0, **curves)
     record.update(trainer.evaluate_test(split))
     return record
 
 
 def _summary(record):
     auc = f", AUC {record['test_auc']:.3f}" if "test_auc" in record else ""
+    accuracy = f", test accuracy {record['test_accuracy_pct']:.1f} %" if "test_accuracy_pct" in record else ""
     val = record["validation_loss"][-1] if record["validation_loss"] else math.nan
     return (f"{record['task']:<9} {record['regularization']:<7} "
             f"{bench_optimizers.label(record['optimizer']):<18} lr {record['learning_rate']:<8g} "
-            f"random seed {record['seed']}: validation loss {val:.4f}, "
-            f"test accuracy {record['test_accuracy_pct']:.1f} %{auc}")
+            f"random seed {record['seed']}: validation loss {val:.4f}{accuracy}{auc}")
 
 
 def run_optimizer(task, spec, args, splits, progress, protocol_name, regularization="none", learning_rate=None,
@@ -152,15 +157,16 @@ def _regularized(args):
     return [n for n in args.regularization_optimizers if n in args.optimizers]
 
 
-def run_protocol(protocol_name, tasks, mnist_splits, args, progress, trainers):
-    """The final runs and grid rows of one protocol, annotated with the reported values."""
+def run_protocol(protocol_name, tasks, splits_by_task, args, progress, trainers, learning_rates=None):
+    """The final runs and grid rows of one protocol, annotated with the reported
+    values. `learning_rates` ({name: lr}) fixes an optimizer's rate (fixed protocol)."""
     records, grid_rows = [], []
     for task in tasks:
-        splits = _splitter(task, mnist_splits)
+        splits = _splitter(task, splits_by_task)
         chosen = {}
         for name in args.optimizers:
             new, rows = run_optimizer(task, bench_optimizers.AVAILABLE[name], args, splits, progress, protocol_name,
-                                      trainers=trainers)
+                                      learning_rate=(learning_rates or {}).get(name), trainers=trainers)
             records += new
             grid_rows += rows
             chosen[name] = new[0]["learning_rate"]

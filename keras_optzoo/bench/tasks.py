@@ -36,6 +36,13 @@ class Task(NamedTuple):
     loss: str
     metrics: Callable  # () -> list of Keras metrics
     paper: str  # where the experiment comes from
+    compile_kwargs: dict = {}  # more keywords for `compile` (a user's task: loss_weights)
+
+
+def title(name, runs=()):
+    """A task's title: the one its runs carry, else the built-in task's, else its name."""
+    found = next((r["task_title"] for r in runs if r.get("task") == name and r.get("task_title")), None)
+    return found or (TASKS[name].title if name in TASKS else name)
 
 
 def _mlp(split, regularization):

@@ -4,7 +4,13 @@ every learning rate and seed, so the train step is traced and compiled once,
 not once per run.
 
 A run is a dict with the curves per epoch (`train_loss`, `validation_loss`,
-accuracies, `epoch_seconds`) and, once `evaluate_test` ran, the test metrics.
+accuracies, `epoch_seconds`, `train_seconds`, `steps`) and, once
+`evaluate_test` ran, the test metrics.
+
+The data of a split is either arrays (`x` and `y`, each an array or a
+list/dict of arrays with the same number of samples) or a dataset that
+batches itself (a `tf.data.Dataset`, `keras.utils.PyDataset` or torch
+`DataLoader`, in `x` with `y` None).
 """
 
 import math
@@ -17,16 +23,46 @@ from keras_optzoo import with_curvature
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Wall time of each epoch (Keras logs none)."""
+    """Per epoch: its wall time with the validation pass (`times`), the time
+    of its training steps alone (`train_times`: from the epoch's start to its
+    last step's end) and the number of steps (`steps`). Keras logs none."""
 
     def on_train_begin(self, logs=None):
-        self.times = []
+        self.times, self.train_times, self.steps = [], [], []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self._start = self._last = time.perf_counter()
+        self._steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._last = time.perf_counter()
+        self._steps += 1
 
     def on_epoch_end(self, epoch, logs=None):
         self.times.append(time.perf_counter() - self._start)
+        self.train_times.append(self._last - self._start)
+        self.steps.append(self._steps)
+
+
+def is_dataset(data):
+    """Whether `data` batches itself: a tf.data.Dataset, keras.utils.PyDataset or torch DataLoader."""
+    if isinstance(data, keras.utils.PyDataset):
+        return True
+    module, name = type(data).__module__, type(data).__name__
+    return (module.startswith("tensorflow") and hasattr(data, "element_spec")) or (
+        module.startswith("torch.utils.data") and name == "DataLoader")
+
+
+def num_samples(x):
+    """The number of samples in an array or a list/dict of arrays (None for a dataset)."""
+    if x is None or is_dataset(x):
+        return None
+    return int(keras.tree.flatten(x)[0].shape[0])
+
+
+def head(x, n):
+    """The first `n` samples of an array or a list/dict of arrays."""
+    return keras.tree.map_structure(lambda a: a[:n], x)
 
 
 # Keras log key -> run key; every name says its split.
@@ -47,7 +83,7 @@ class Trainer:
         model = task.build(split, regularization)
         self.optimizer = spec.make()
         self.model = with_curvature(model) if spec.second_order else model
-        self.model.compile(optimizer=self.optimizer, loss=task.loss, metrics=task.metrics())
+        self.model.compile(optimizer=self.optimizer, loss=task.loss, metrics=task.metrics(), **task.compile_kwargs)
         # Built now, so that its initial state can be restored before every run.
         self.optimizer.build(self.model.trainable_variables)
         self._initial_state = {}
@@ -58,9 +94,16 @@ class Trainer:
         """One step and one evaluation, so that tracing and compiling happen
         here, and Keras's first `fit`, which draws a batch to build the model
         symbolically (moving NumPy's shuffling state), is not one of the runs."""
-        n = self.batch_size_for(split)
-        self.model.fit(split.x_train[:n], split.y_train[:n], batch_size=n, epochs=1, verbose=0)
-        self.model.evaluate(split.x_val[:n], split.y_val[:n], batch_size=n, verbose=0)
+        if split.y_train is None:
+            self.model.fit(split.x_train, epochs=1, steps_per_epoch=1, shuffle=False, verbose=0)
+        else:
+            n = self.batch_size_for(split)
+            self.model.fit(head(split.x_train, n), head(split.y_train, n), batch_size=n, epochs=1, verbose=0)
+        if split.y_val is None:
+            self.model.evaluate(split.x_val, steps=1, verbose=0)
+        else:
+            n = self.batch_size_for(split)
+            self.model.evaluate(head(split.x_val, n), head(split.y_val, n), batch_size=n, verbose=0)
 
     # -- state -------------------------------------------------------------------
     def start(self, split, seed, learning_rate):
@@ -83,7 +126,10 @@ class Trainer:
 
     # -- training ----------------------------------------------------------------
     def batch_size_for(self, split):
-        return len(split.x_train) if self.spec.full_batch else self.batch_size
+        """The batch size of `split`'s training data: None for a dataset (it batches itself)."""
+        if split.y_train is None:
+            return None
+        return num_samples(split.x_train) if self.spec.full_batch else self.batch_size
 
     def fit(self, split, seed, epochs, initial_epoch=0, callbacks=()):
         """Trains from `initial_epoch` to `epochs`; returns the epochs' curves.
@@ -91,21 +137,29 @@ class Trainer:
         keras.utils.set_random_seed(1000 * seed + initial_epoch)
         timer = EpochTimer()
         batch_size = self.batch_size_for(split)
+        data = dict(x=split.x_train, shuffle=False) if split.y_train is None else dict(
+            x=split.x_train, y=split.y_train, batch_size=batch_size, shuffle=True)
         history = self.model.fit(
-            split.x_train, split.y_train, batch_size=batch_size, epochs=epochs, initial_epoch=initial_epoch,
-            validation_data=(split.x_val, split.y_val), shuffle=True, verbose=0,
+            **data, epochs=epochs, initial_epoch=initial_epoch, verbose=0,
+            validation_data=split.x_val if split.y_val is None else (split.x_val, split.y_val),
             callbacks=[timer, keras.callbacks.TerminateOnNaN(), *callbacks],
         )
-        curves = {run_key: _curve(run_key, history.history.get(key, [])) for key, run_key in _CURVES.items()}
-        curves["epoch_seconds"] = timer.times
+        curves = {"train_loss": [], "validation_loss": []}  # also when a NaN stopped the first epoch
+        for key, values in history.history.items():  # a user's task: every other loss and metric, by split
+            run_key = _CURVES.get(key) or ("validation_" + key[4:] if key.startswith("val_") else "train_" + key)
+            curves[run_key] = _curve(run_key, values)
+        curves.update(epoch_seconds=timer.times, train_seconds=timer.train_times, steps=timer.steps)
         return curves
 
     def evaluate_test(self, split):
-        values = self.model.evaluate(split.x_test, split.y_test, verbose=0, return_dict=True)
-        out = {"test_loss": float(values["loss"]), "test_accuracy_pct": 100.0 * float(values["accuracy"])}
-        if "auc" in values:
-            out["test_auc"] = float(values["auc"])
-        return out
+        """The test metrics ({} when the split has no test data): `test_loss`,
+        `test_accuracy_pct` (a percentage), and `test_<name>` for any other."""
+        if split.x_test is None:
+            return {}
+        data = dict(x=split.x_test) if split.y_test is None else dict(x=split.x_test, y=split.y_test)
+        values = self.model.evaluate(**data, verbose=0, return_dict=True)
+        return {("test_accuracy_pct" if k == "accuracy" else "test_" + k):
+                (100.0 if k == "accuracy" else 1.0) * float(v) for k, v in values.items()}
 
 
 def extend(curves, more):
@@ -125,3 +179,14 @@ def steady_epoch_seconds(epoch_seconds):
     (it includes tracing and compilation on a run that compiled)."""
     times = epoch_seconds[1:] if len(epoch_seconds) > 1 else epoch_seconds
     return float(np.median(times)) if times else math.nan
+
+
+def steady_step_seconds(run):
+    """The steady time of one training step: the median over epochs (the first
+    left out when there are others) of the epoch's training time over its
+    steps, without the validation pass. Runs recorded before `train_seconds`
+    existed fall back to the epoch time over `steps_per_epoch`."""
+    if not run.get("train_seconds"):
+        return steady_epoch_seconds(run["epoch_seconds"]) / run["steps_per_epoch"]
+    per_step = [t / n for t, n in zip(run["train_seconds"], run["steps"]) if n]
+    return steady_epoch_seconds(per_step)

@@ -158,11 +158,48 @@ def adaptive_claim(runs):
                  combine([p.verdict for p in parts]), parts)
 
 
+SPEED = (("steps_to_target", "steps", "{:.0f}"), ("seconds_to_target", "seconds", "{:.2f}"))
+
+
+def second_order_claim(runs, first_order, second_order):
+    """The user's question: does any second-order (or Kronecker-factored)
+    optimizer reach the target validation loss sooner than the best tuned
+    first-order one, in steps and in seconds? Per task, the best first-order
+    optimizer is the one with the fewest steps (and, separately, seconds) to
+    the target; each second-order optimizer is compared with it on that metric.
+    Holds on a task when one second-order optimizer wins on both, is mixed
+    when wins exist on one metric only, does not hold when none wins."""
+    parts = []
+    for task, task_runs in _by_task(runs):
+        firsts = [n for n in first_order if any(r["optimizer"] == n for r in task_runs)]
+        seconds = [n for n in second_order if any(r["optimizer"] == n for r in task_runs)]
+        if not firsts or not seconds:
+            continue
+        won, texts = {}, []
+        for metric, words, fmt in SPEED:
+            tbl = table(task_runs, metric)
+            best = min(firsts, key=lambda n: (tbl[n][0], firsts.index(n)))
+            outcomes = {n: compare(tbl[n], tbl[best]) for n in seconds}
+            won[metric] = {n for n, o in outcomes.items() if o == "win"}
+            texts.append(f"{words} to the target: best first-order {best} {_fmt(tbl[best][0], fmt)}; "
+                         + ", ".join(f"{n} {_fmt(tbl[n][0], fmt)} ({outcomes[n]})" for n in seconds))
+        both = won["steps_to_target"] & won["seconds_to_target"]
+        v = HOLDS if both else MIXED if any(won.values()) else FAILS
+        answer = (f"yes, {', '.join(sorted(both))}" if both else
+                  "in steps only" if won["steps_to_target"] else "in seconds only" if won["seconds_to_target"]
+                  else "no")
+        parts.append(Part(task, v, f"{answer}. " + "; ".join(texts)))
+    return Claim("this benchmark", "a second-order optimizer beats the best tuned first-order one, in steps and "
+                 "in seconds to the target validation loss",
+                 "each second-order and Kronecker-factored optimizer against the first-order one with the fewest "
+                 "steps (then, the fewest seconds) to the target", combine([p.verdict for p in parts]), parts)
+
+
 def _by_task(runs):
     plain = [r for r in runs if r["regularization"] == "none"]
     return [(task, [r for r in plain if r["task"] == task]) for task in dict.fromkeys(r["task"] for r in plain)]
 
 
-def claims(runs, first_order):
-    return [c for c in (hybrid_claim(runs, first_order), regularization_claim(runs), adaptive_claim(runs))
-            if c.parts]
+def claims(runs, first_order, second_order=()):
+    return [c for c in (second_order_claim(runs, first_order, second_order), hybrid_claim(runs, first_order),
+                        regularization_claim(runs), adaptive_claim(runs)) if c.parts]
