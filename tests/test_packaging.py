@@ -17,7 +17,9 @@ import keras_optzoo
 from conftest import BACKEND
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = ("keras_optzoo/tasks/data/mnist/t10k-images-idx3-ubyte.gz", "keras_optzoo/tasks/data/mnist/t10k-labels-idx1-ubyte.gz")
+FILES = ("keras_optzoo/tasks/data/mnist/t10k-images-idx3-ubyte.gz", "keras_optzoo/tasks/data/mnist/t10k-labels-idx1-ubyte.gz",
+         "keras_optzoo/tasks/data/shakespeare/tinyshakespeare-200k.txt.gz",
+         "keras_optzoo/tasks/data/shakespeare/README.md")
 
 
 def _build_wheel(tmp_path):
@@ -47,7 +49,8 @@ def test_wheel_ships_mnist_and_the_installed_package_loads_it_offline(tmp_path):
         "import keras_optzoo, sys; from keras_optzoo.tasks import mnist; "
         "assert keras_optzoo.__file__.startswith(sys.argv[1]), keras_optzoo.__file__; "
         "(x, y), (xt, yt) = mnist.load_data(source='embedded'); "
-        "assert x.shape == (8000, 784) and xt.shape == (2000, 784) and list(y[:3]) == [7, 2, 1]; print('ok')"
+        "assert x.shape == (8000, 784) and xt.shape == (2000, 784) and list(y[:3]) == [7, 2, 1]; "
+        "from keras_optzoo.tasks import text; assert text.load_shakespeare().startswith('First Citizen:'); print('ok')"
     )
     env = dict(os.environ, PYTHONPATH=str(site))
     run = subprocess.run([sys.executable, "-c", check, str(site)], cwd=tmp_path, env=env, capture_output=True,

@@ -7,7 +7,7 @@ import pytest
 
 import keras
 import keras_optzoo as kz
-from keras_optzoo.tasks import karate, mnist
+from keras_optzoo.tasks import karate, mnist, text
 
 
 def test_embedded_mnist_is_the_real_10k_split_8000_2000():
@@ -133,3 +133,37 @@ def test_karate_models_learn_the_training_edges(kind):
     history = model.fit(split["x_train"], split["y_train"], batch_size=16, epochs=40, verbose=0)
     assert history.history["loss"][-1] < 0.6 * history.history["loss"][0]
     assert history.history["accuracy"][-1] > 0.8
+
+
+def test_shakespeare_is_the_char_rnn_excerpt_and_windows_predict_the_next_character():
+    raw = text.load_shakespeare()
+    assert len(raw) == 204_795 and raw.startswith("First Citizen:\nBefore we proceed any further, hear me speak.")
+    assert len(text.vocabulary(raw)) == 62
+    x, y = text.char_dataset(raw, 64)
+    assert x.shape == y.shape == ((len(raw) - 1) // 64, 64) and x.dtype == np.int32
+    vocab = text.vocabulary(raw)
+    decode = lambda ids: "".join(vocab[i] for i in ids)
+    # Window i is raw[64 i : 64 i + 64]; its target is the same span moved one character on.
+    for i in (0, 1, len(x) - 1):
+        assert decode(x[i]) == raw[64 * i:64 * i + 64] and decode(y[i]) == raw[64 * i + 1:64 * i + 65]
+    with pytest.raises(ValueError, match="characters outside `vocab`"):
+        text.char_dataset("abc", 2, vocab="ab")
+    with pytest.raises(ValueError, match="`length` must be a positive integer"):
+        text.char_dataset(raw, 0)
+
+
+def test_char_transformer_is_causal_and_saves(tmp_path):
+    """Changing a later character never changes an earlier position's
+    prediction; a saved model loads back without custom_objects."""
+    keras.utils.set_random_seed(0)
+    model = text.transformer(vocab_size=11, length=8, width=16, heads=2, mlp=16)
+    x = np.random.default_rng(0).integers(0, 11, (2, 8)).astype("int32")
+    changed = x.copy()
+    changed[:, 5:] = (changed[:, 5:] + 1) % 11
+    a, b = keras.ops.convert_to_numpy(model(x)), keras.ops.convert_to_numpy(model(changed))
+    np.testing.assert_allclose(a[:, :5], b[:, :5], rtol=1e-5, atol=1e-6)
+    assert np.abs(a[:, 5:] - b[:, 5:]).max() > 1e-4
+    assert a.shape == (2, 8, 11) and np.allclose(a.sum(-1), 1.0, atol=1e-5)
+    model.save(tmp_path / "char.keras")
+    loaded = keras.saving.load_model(tmp_path / "char.keras")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), a, rtol=1e-6)

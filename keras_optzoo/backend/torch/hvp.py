@@ -7,6 +7,7 @@ import math
 import torch
 
 from keras_optzoo.backend._common import check_scalar, stateless_loss, words_for
+from keras_optzoo.backend.torch import twice_differentiable
 
 
 def dense(gradient):
@@ -53,8 +54,7 @@ class Oracle:
     def __init__(self, model, data, non_trainable, loss, outputs, params, needs, rng=None):
         self.loss, self.outputs, self.targets = loss.detach(), outputs, data[1:]
         self._model, self._data, self._non_trainable, self._params, self._rng = model, data, non_trainable, params, rng
-        hessian = "hessian" in needs
-        retain = hessian or "outputs" in needs
+        hessian, retain = "hessian" in needs, "hessian" in needs or "outputs" in needs
         self._graph_grads = torch.autograd.grad(loss, params, create_graph=hessian, retain_graph=retain)
         self.grads = [g.detach() for g in self._graph_grads]
 
@@ -66,9 +66,8 @@ class Oracle:
 
     def jvp(self, vectors):
         zero = torch.zeros_like(self.outputs, requires_grad=True)
-        pulled = torch.autograd.grad(
-            self.outputs, self._params, grad_outputs=zero, retain_graph=True, create_graph=True
-        )
+        pulled = torch.autograd.grad(self.outputs, self._params, grad_outputs=zero, retain_graph=True,
+                                     create_graph=True)
         vectors = [torch.as_tensor(v, dtype=p.dtype, device=p.device) for v, p in zip(vectors, pulled)]
         return torch.autograd.grad(pulled, zero, grad_outputs=vectors, retain_graph=True)[0]
 
@@ -90,7 +89,8 @@ class HessianProgram:
     def evaluate(self, x, y):
         """(loss, grads, hvp) at the model's current weights and (x, y)."""
         params = [v.value for v in self.model.trainable_variables]
-        loss = check_scalar(self.loss_fn(y, self.model(x, training=False)))
+        with twice_differentiable():
+            loss = check_scalar(self.loss_fn(y, self.model(x, training=False)))
         for extra in self.model.losses:
             loss = loss + extra
         grads = torch.autograd.grad(loss, params, create_graph=True)

@@ -6,6 +6,7 @@ import torch
 
 from keras_optzoo import _keras_compat as compat
 from keras_optzoo.backend import _common
+from keras_optzoo.backend.torch import twice_differentiable
 from keras_optzoo.backend.torch.hvp import Oracle
 
 
@@ -30,7 +31,8 @@ def train_step(model, data, curvature):
         # generator, not from a SeedGenerator state: keep the generator's
         # state too, so that `loss_at` sees this step's dropout masks.
         rng = replaying_generators()
-    y_pred = model(x, training=True)
+    with twice_differentiable() if refresh else contextlib.nullcontext():
+        y_pred = model(x, training=True)
     model.zero_grad()
     loss = compat.compute_loss(model, x, y, y_pred, sample_weight)
     compat.track_loss(model, loss, x)
