@@ -20,8 +20,16 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 BACKENDS = ("tensorflow", "jax", "torch")
-TASK_NAMES = ("mnist-mlp", "mnist-cnn", "karate")
+TASK_NAMES = ("mnist-mlp", "mnist-cnn", "karate", "shakespeare")
 TASK_ALIASES = {"mnist": ["mnist-mlp", "mnist-cnn"], "all": list(TASK_NAMES)}
+SUITES = ("default", "full")
+# The default suite's optimizers per task, to keep the default run within
+# about 15 minutes on 2 CPU cores per backend: every optimizer on the cheap
+# tasks; on the 1,000-step CNN and the Transformer, the strongest of each
+# family in earlier runs (Momentum and Sophia-H led the CNN, Adam/AdamW are
+# the references, SOAP is the Kronecker-factored method). None: all.
+DEFAULT_SUITE = {"mnist-mlp": None, "karate": None, "mnist-cnn": ["momentum", "adam", "soap", "sophiah"],
+                 "shakespeare": ["adamw", "adam", "soap", "sophiah"]}
 PROTOCOLS = ("tuned", "fixed")
 REGULARIZATIONS = ("none", "l1", "l2", "dropout")
 DEFAULT_SEEDS = 3
@@ -168,11 +176,17 @@ def build_parser():
                                          f"models) or all (default; with --quick: {','.join(QUICK_TASKS)}); or "
                                          f"module:function, your own task: a function returning a dict with the "
                                          f"arguments of keras_optzoo.bench.compare ({', '.join(USER_TASK_KEYS)})")
+    p.add_argument("--suite", choices=SUITES, default="default",
+                   help="which optimizers run on which task when --task and --optimizers are not given: default "
+                        "(every optimizer on mnist-mlp and karate; " + "; ".join(
+                            f"{t}: {','.join(o)}" for t, o in DEFAULT_SUITE.items() if o) + ") or full (every "
+                        "optimizer on every task; docs/guides/benchmark.md has its measured time)")
     p.add_argument("--optimizers", type=_choices("--optimizers", optimizers.NAMES), default=None,
                    metavar="NAMES", help=_optimizer_help(optimizers.NAMES))
     p.add_argument("--epochs", type=_positive_int("--epochs"),
-                   help="epochs for every task (default: mnist-mlp 3, mnist-cnn 3, karate 40)")
-    p.add_argument("--batch-size", type=_positive_int("--batch-size"), help="default: mnist 64, karate 16")
+                   help="epochs for every task (default: mnist-mlp 3, mnist-cnn 10, karate 40, shakespeare 8)")
+    p.add_argument("--batch-size", type=_positive_int("--batch-size"),
+                   help="default: mnist 64, karate 16, shakespeare 32")
     p.add_argument("--lr", type=_positive_float("--lr"), default=0.01,
                    help="the fixed protocol's learning rate, for every optimizer")
     p.add_argument("--seeds", type=_positive_int("--seeds"), default=None,
@@ -198,7 +212,8 @@ def build_parser():
                         "embedded), keras (download), or a directory holding the four MNIST IDX files")
     p.add_argument("--out", default="optzoo-results", help="output directory (created)")
     p.add_argument("--quick", action="store_true",
-                   help="tiny budget for smoke tests: 1,000 MNIST images, 2 (MLP) / 1 (CNN) / 5 (Karate) epochs, "
+                   help="tiny budget for smoke tests: 1,000 MNIST images, 400 Shakespeare windows, 2 (MLP) / 1 (CNN, "
+                        "Shakespeare) / 5 (Karate) epochs, "
                         "and unless given otherwise one random seed, --regularization none, --task "
                         f"{','.join(QUICK_TASKS)}, --optimizers {','.join(QUICK_OPTIMIZERS)}")
     p.add_argument("--backend", choices=BACKENDS, help="Keras backend (default: KERAS_BACKEND)")
@@ -263,14 +278,18 @@ def _switch_backend(argv):
 def parse_args(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.optimizers is None:
-        from keras_optzoo.bench.optimizers import NAMES
+    from keras_optzoo.bench.optimizers import NAMES
 
+    suite = args.optimizers is None and args.task is None and not args.quick and args.suite == "default"
+    if args.optimizers is None:
         args.optimizers = list(QUICK_OPTIMIZERS if args.quick else NAMES)
     if args.seeds is None:
         args.seeds = 1 if args.quick else DEFAULT_SEEDS
     if args.task is None:
         args.task = list(QUICK_TASKS if args.quick else TASK_NAMES)
+    # {task: optimizers}: the default suite's choice, else every optimizer asked for on every task.
+    args.plan = {t: list(DEFAULT_SUITE[t] or NAMES) if suite else list(args.optimizers)
+                 for t in ([] if isinstance(args.task, str) else args.task)}
     if isinstance(args.task, str) and args.epochs is None and args.quick:
         args.epochs = 2
     if args.regularization is None:

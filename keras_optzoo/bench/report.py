@@ -170,11 +170,51 @@ def verdict_section(runs_by_protocol):
     return "\n".join(out)
 
 
+def versions():
+    """What made the numbers: package versions, Python, CPU count, date (UTC)."""
+    import datetime
+    import importlib.metadata
+    import platform
+
+    import keras
+
+    backend = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[keras.backend.backend()]
+    out = {"keras-optzoo": importlib.metadata.version("keras-optzoo"), "keras": keras.__version__}
+    for package in (backend, "numpy"):
+        try:
+            out[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            out[package] = importlib.metadata.version(package + "-cpu")
+    out.update(python=platform.python_version(), cpus=os.cpu_count(),
+               date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"))
+    return out
+
+
+def defaults(runs):
+    """{optimizer name: its configuration as the benchmark builds it at its
+    class's defaults (the grid is centred on that learning rate)}, JSON-ready."""
+    out = {}
+    for name in dict.fromkeys(r["optimizer"] for r in runs):
+        config = bench_optimizers.AVAILABLE[name].make().get_config()
+        out[name] = json.loads(json.dumps({k: v for k, v in config.items() if k != "name"}, default=str))
+    return out
+
+
+def defaults_section(table):
+    rows = [[bench_optimizers.label(n), "`" + ", ".join(f"{k}={v}" for k, v in sorted(c.items())) + "`"]
+            for n, c in table.items()]
+    return ("## Optimizer defaults of this run\n\nEach optimizer as the benchmark built it (its class's defaults and "
+            "the benchmark's fixed settings; the tuned grid is centred on this learning rate). `defaults.json` holds "
+            "the same; a test fails when a class's defaults no longer match a committed results directory.\n\n"
+            + _table(["Optimizer", "Configuration"], rows))
+
+
 def header(runs_by_protocol, command):
     runs = next(iter(runs_by_protocol.values()))
     seeds = len({r["seed"] for r in runs})
+    made = ", ".join(f"{k} {v}" for k, v in versions().items())
     lines = [f"# optzoo-bench results ({runs[0]['backend']} backend)",
-             f"\nMade by `{command}`; {', '.join(runs_by_protocol)} protocol(s), {seeds} random seed(s), "
+             f"\nMade by `{command}` with {made}; {', '.join(runs_by_protocol)} protocol(s), {seeds} random seed(s), "
              f"mean ± std over random seeds. Losses and accuracies name their split: train, validation "
              f"(carved out of the training data, {int(100 * bench_tasks.VALIDATION_FRACTION)} %), test "
              f"(never used to choose anything). Accuracies in %.\n"]
@@ -187,6 +227,7 @@ def write_markdown(runs, grid_rows, path, command):
     parts = [header(by_protocol, command)]
     parts += [protocol_section(pr, [g for g in grid_rows if g.get("protocol") == p], p) for p, pr in by_protocol.items()]
     parts.append(verdict_section(by_protocol))
+    parts.append(defaults_section(defaults(runs)))
     with open(path, "w") as f:
         f.write("\n\n".join(parts) + "\n")
 
@@ -203,6 +244,8 @@ def write_all(runs, grid_rows, directory, command):
     from keras_optzoo.bench import plots
 
     write_runs(runs, grid_rows, directory)
+    with open(os.path.join(directory, "defaults.json"), "w") as f:
+        json.dump({"versions": versions(), "optimizers": defaults(runs)}, f, indent=1, sort_keys=True)
     _write_csv(runs, CSV_COLUMNS, os.path.join(directory, "results.csv"))
     if grid_rows:
         _write_csv(grid_rows, ["protocol"] + GRID_COLUMNS, os.path.join(directory, "grid.csv"))

@@ -13,7 +13,8 @@ from keras_optzoo.bench import tasks as bench_tasks
 from keras_optzoo.bench.train import Trainer, num_samples
 
 # --quick: a tiny budget for smoke tests.
-QUICK = {"mnist_train": 1000, "mnist_test": 500, "epochs": {"mnist-mlp": 2, "mnist-cnn": 1, "karate": 5}}
+QUICK = {"mnist_train": 1000, "mnist_test": 500, "text_windows": 400,
+         "epochs": {"mnist-mlp": 2, "mnist-cnn": 1, "karate": 5, "shakespeare": 1}}
 
 
 def _clock(seconds):
@@ -59,6 +60,20 @@ def load_mnist(args):
         n, m = QUICK["mnist_train"], QUICK["mnist_test"]
         data = (x[:n], y[:n]), (xt[:m], yt[:m])
     return bench_tasks.mnist_splits(data)
+
+
+def load_splits(tasks, args):
+    """{task name: Split} of the MNIST and text tasks (Karate draws its split per seed)."""
+    names = {t.name for t in tasks}
+    splits = load_mnist(args) if names & {"mnist-mlp", "mnist-cnn"} else {}
+    if "shakespeare" in names:
+        splits["shakespeare"] = bench_tasks.text_split(QUICK["text_windows"] if args.quick else None)
+    return splits
+
+
+def _optimizers_for(task, args):
+    """The optimizers of `task`: the suite's plan, else every one asked for."""
+    return getattr(args, "plan", {}).get(task.name, args.optimizers)
 
 
 def selected_tasks(args):
@@ -142,7 +157,7 @@ def _plan(tasks, args):
     for tuned in (p == "tuned" for p in args.protocol):
         for task in tasks:
             epochs = task_epochs(task, args)
-            for name in args.optimizers:
+            for name in _optimizers_for(task, args):
                 spec = bench_optimizers.AVAILABLE[name]
                 grid = len(spec.grid()) if tuned else 1
                 total += task.relative_cost * spec.cost * protocol.planned_cost(grid, epochs, args.seeds, tuned)
@@ -154,7 +169,8 @@ def _plan(tasks, args):
 
 
 def _regularized(args):
-    return [n for n in args.regularization_optimizers if n in args.optimizers]
+    mlp = getattr(args, "plan", {}).get("mnist-mlp", args.optimizers)
+    return [n for n in args.regularization_optimizers if n in mlp]
 
 
 def run_protocol(protocol_name, tasks, splits_by_task, args, progress, trainers, learning_rates=None):
@@ -164,7 +180,7 @@ def run_protocol(protocol_name, tasks, splits_by_task, args, progress, trainers,
     for task in tasks:
         splits = _splitter(task, splits_by_task)
         chosen = {}
-        for name in args.optimizers:
+        for name in _optimizers_for(task, args):
             new, rows = run_optimizer(task, bench_optimizers.AVAILABLE[name], args, splits, progress, protocol_name,
                                       learning_rate=(learning_rates or {}).get(name), trainers=trainers)
             records += new
@@ -184,14 +200,15 @@ def run_protocol(protocol_name, tasks, splits_by_task, args, progress, trainers,
 
 def run_all(args):
     tasks = selected_tasks(args)
-    mnist_splits = load_mnist(args) if any(t.name.startswith("mnist") for t in tasks) else {}
+    splits = load_splits(tasks, args)
     progress = Progress(_plan(tasks, args))
-    print(f"optzoo-bench: {' and '.join(args.protocol)} protocol, {len(tasks)} task(s) x {len(args.optimizers)} "
-          f"optimizer(s) x {args.seeds} random seed(s) on the {keras.backend.backend()} backend", flush=True)
+    counts = ", ".join(f"{t.name} {len(_optimizers_for(t, args))}" for t in tasks)
+    print(f"optzoo-bench: {' and '.join(args.protocol)} protocol, {len(tasks)} task(s) (optimizers: {counts}) x "
+          f"{args.seeds} random seed(s) on the {keras.backend.backend()} backend", flush=True)
     records, grid_rows, trainers = [], [], {}
     for protocol_name in args.protocol:
         start = time.perf_counter()
-        new, rows = run_protocol(protocol_name, tasks, mnist_splits, args, progress, trainers)
+        new, rows = run_protocol(protocol_name, tasks, splits, args, progress, trainers)
         records += new
         grid_rows += rows
         print(f"optzoo-bench: {protocol_name} protocol took {time.perf_counter() - start:.0f} s", flush=True)
