@@ -118,3 +118,20 @@ def test_every_optimizer_applies_the_schedule_value_at_each_step(cls):
         runs.append([keras.ops.convert_to_numpy(v) for v in variables])
     for a, b in zip(*runs):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_a_compiled_probability_loss_on_a_logits_model_is_refused_with_the_fix():
+    """The compiled Loss instance reaches Hessian's logits check (it used to be
+    wrapped in a function, which the check cannot read, and every number came
+    out plausible and wrong)."""
+    keras.utils.set_random_seed(0)
+    x, y = _data()
+    model = keras.Sequential([keras.Input((x.shape[1],)), keras.layers.Dense(3)])  # logits
+    model.compile(optimizer=kz.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy())
+    logger = kz.callbacks.CurvatureLogger(x, y, k=1, lanczos_iterations=4)
+    with pytest.raises(ValueError, match=r"SparseCategoricalCrossentropy\(from_logits=True\)"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[logger])
+    model.compile(optimizer=kz.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(x, y, epochs=1, verbose=0, callbacks=[kz.callbacks.CurvatureLogger(x, y, k=1)])
+    expected = kz.curvature.Hessian(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True), x, y)
+    np.testing.assert_allclose(history.history["hessian_top_eig_1"][-1], expected.top_eigenvalues(1)[0], rtol=1e-3)

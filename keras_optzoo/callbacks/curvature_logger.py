@@ -80,8 +80,10 @@ class CurvatureLogger(keras.callbacks.Callback):
         loss = getattr(self.model, "loss", None)
         if loss is None:
             raise ValueError("CurvatureLogger needs `loss_fn`, or a model compiled with a loss.")
-        if isinstance(loss, keras.losses.Loss):  # averaged here too when its reduction is None
-            return lambda y_true, y_pred: keras.ops.mean(loss(y_true, y_pred))
+        if isinstance(loss, keras.losses.Loss):
+            # A copy that averages over the batch (its reduction may be None), of the same class, so
+            # that Hessian's check still sees a probability loss on a logits model.
+            return type(loss).from_config({**loss.get_config(), "reduction": "sum_over_batch_size"})
         if isinstance(loss, str) or callable(loss):  # Hessian averages a function's per-sample values
             return loss
         raise ValueError(f"Cannot use the compiled loss {loss!r}; pass `loss_fn`.")
