@@ -2,6 +2,7 @@
 
     python benchmarks/results.py --backend jax          # the default run into docs/results/jax/, then the README
     python benchmarks/results.py --render               # only the README section, from docs/results/*/
+    python benchmarks/results.py --render --rewrite     # also every backend's tables and plots, from curves.json
 
 Runs `optzoo-bench` (the default suite, tuned protocol, 3 random seeds) with
 `--out docs/results/<backend>` and rewrites the README's results section (between
@@ -27,10 +28,27 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def run(backend, extra):
-    out = RESULTS / backend
-    command = [sys.executable, "-m", "keras_optzoo.bench", "--backend", backend, "--out", str(out), *extra]
+    command = [sys.executable, "-m", "keras_optzoo.bench", "--backend", backend, "--out", f"docs/results/{backend}",
+               *extra]
     print("running", " ".join(command), flush=True)
-    subprocess.run(command, check=True, env=dict(os.environ, KERAS_BACKEND=backend))
+    subprocess.run(command, check=True, cwd=ROOT, env=dict(os.environ, KERAS_BACKEND=backend))
+
+
+REWRITE = """
+import json, sys
+from keras_optzoo.bench import report
+directory = sys.argv[1]
+data = json.load(open(directory + "/curves.json"))
+report.write_all(data["runs"], data["grid"], directory, sys.argv[2])
+"""
+
+
+def rewrite(backend):
+    """The tables, verdicts and plots again from a backend's curves.json (with
+    today's report code; no training), in that backend's process."""
+    subprocess.run([sys.executable, "-c", REWRITE, f"docs/results/{backend}",
+                    f"optzoo-bench --backend {backend} --out docs/results/{backend}"], check=True, cwd=ROOT,
+                   env=dict(os.environ, KERAS_BACKEND=backend))
 
 
 def _winner(runs, task):
@@ -85,11 +103,17 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", choices=BACKENDS, help="run the default benchmark on this backend first")
     p.add_argument("--render", action="store_true", help="only rewrite the README section")
+    p.add_argument("--rewrite", action="store_true",
+                   help="with --render: first remake every backend's tables and plots from its curves.json")
     args, extra = p.parse_known_args(argv)
     if not args.backend and not args.render:
         p.error("give --backend NAME (run, then render) or --render")
     if args.backend:
         run(args.backend, extra)
+    if args.rewrite:
+        for backend in BACKENDS:
+            if (RESULTS / backend / "curves.json").is_file():
+                rewrite(backend)
     render()
 
 

@@ -75,6 +75,20 @@ def test_quick_cnn_run_fills_epochs_to_converge(tmp_path):
     assert row["model"].startswith("cnn-") and row["epochs_to_converge"] == "2"  # any improvement < 1000 %
 
 
+def test_quick_shakespeare_run_trains_the_transformer_first_and_second_order(tmp_path):
+    """The character Transformer through the CLI: Adam, and Sophia-H through
+    with_curvature (attention differentiated twice on every backend)."""
+    out, _ = _bench(tmp_path, "--protocol", "fixed", "--task", "shakespeare", "--optimizers", "adam,sophiah",
+                    "--lr", "0.003", "--epochs", "2")
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["optimizer"] for r in rows] == ["adam", "sophiah"]
+    for r in rows:
+        # 400 windows: 40 test, 288 train (9 steps of 32), 72 validation; log(62) = 4.13 at the start.
+        assert r["model"] == "char-transformer-64" and r["steps_per_epoch"] == "9" and r["train_size"] == "288"
+        assert float(r["final_validation_loss"]) < 4.0 and float(r["step_time_s"]) > 0
+    assert (out / "fixed_shakespeare_loss_curves.png").stat().st_size > 0
+
+
 @pytest.mark.parametrize(
     "args, words",
     [

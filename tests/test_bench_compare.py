@@ -184,8 +184,12 @@ def _raises():
     (dict(target=-1.0), "target must be a finite number > 0"),
     (dict(learning_rate=0.1), "learning_rate is the fixed protocol's"),
     (dict(loss=None), "loss is required"),
+    (dict(train=(np.zeros((10, 8), "float32"), np.zeros((10, 1), "float32"), np.ones(10, "float32"))),
+     "yields \\(x, y, sample_weight\\) batches"),
+    (dict(name="runs/today"), "name must be a non-empty string without /"),
 ], ids=["not-callable", "not-a-model", "same-model", "build-raises", "bad-loss-key", "lengths", "features",
-        "not-data", "unknown-optimizer", "epochs", "seeds", "protocol", "target", "lr-tuned", "no-loss"])
+        "not-data", "unknown-optimizer", "epochs", "seeds", "protocol", "target", "lr-tuned", "no-loss",
+        "sample-weight-tuple", "name-with-slash"])
 def test_bad_arguments_raise_before_any_training(change, words, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("training started before the arguments were checked")

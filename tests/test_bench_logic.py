@@ -186,8 +186,14 @@ def test_second_order_against_the_best_first_order_on_hand_made_tables():
     claim = verdicts.second_order_claim(both + steps_only, first, second)
     assert [(p.scope, p.verdict) for p in claim.parts] == [("mnist-cnn", "holds"), ("karate", "mixed")]
     assert claim.verdict == "mixed"
-    assert claim.parts[0].text.startswith("yes, soap.") and "best first-order adam 410" in claim.parts[0].text
-    assert claim.parts[1].text.startswith("in steps only.") and "sophiah not reached (loss)" in claim.parts[1].text
+    assert claim.parts[0].text.startswith("yes, soap.") and "best first-order adam 410 ± 10" in claim.parts[0].text
+    assert claim.parts[1].text.startswith("in steps only.")
+    assert "sophiah 50 (1 of 2: not reached) (loss)" in claim.parts[1].text
+    # The best first-order one reached the target on the most seeds: SGD on both beats Adam's one fast run.
+    partial = runs("karate", {"sgd": [(90, 0.9), (100, 1.0)], "adam": [(10, 0.1), (None, None)],
+                              "soap": [(50, 0.5), (52, 0.52)]})
+    part = verdicts.second_order_claim(partial, first, second).parts[0]
+    assert "best first-order sgd 95 ± 5" in part.text and part.verdict == "holds"
     none = runs("karate", {"adam": [(40, 0.4), (42, 0.42)], "soap": [(80, 0.8), (84, 0.84)]})
     assert verdicts.second_order_claim(none, first, second).verdict == "does not hold"
     assert not verdicts.second_order_claim(none, first, ()).parts  # nothing to compare: no claim
@@ -228,6 +234,9 @@ def test_paper_000_table_2_ranking_on_hand_made_tables():
         (["--data", "{empty}"], ["--data", "train-images-idx3-ubyte", "embedded"]),
         (["--data", "{missing}"], ["--data", "auto, keras, embedded"]),
         (["--stop-threshold", "-1"], ["--stop-threshold", ">= 0"]),
+        (["--suite", "huge"], ["--suite", "default", "full"]),
+        (["--task", "my_module:not a name"], ["--task", "module:function"]),
+        (["--task", "mod:fn,karate"], ["--task", "module:function", "alone"]),
     ],
 )
 def test_bad_arguments_exit_2_naming_the_option_and_valid_values(args, words, capsys, tmp_path):
@@ -259,3 +268,18 @@ def test_every_optimizer_has_a_plot_style_and_bar_hatch():
     for name in bench_optimizers.NAMES:
         style = bench_optimizers.style(name)
         assert style["linestyle"] in plots.HATCHES, name
+
+
+def test_suites_choose_the_optimizers_of_each_task(tmp_path):
+    out = ["--out", str(tmp_path)]
+    names = list(bench_optimizers.NAMES)
+    default = bench.parse_args(out).plan
+    assert default["mnist-mlp"] == names and default["karate"] == names
+    assert default["mnist-cnn"] == ["momentum", "adam", "soap", "sophiah"]
+    assert default["shakespeare"] == ["adamw", "adam", "soap", "sophiah"]
+    assert list(default) == list(bench.TASK_NAMES)
+    assert all(v == names for v in bench.parse_args(out + ["--suite", "full"]).plan.values())
+    asked = bench.parse_args(out + ["--optimizers", "adam,soap"]).plan
+    assert all(v == ["adam", "soap"] for v in asked.values()) and list(asked) == list(bench.TASK_NAMES)
+    assert bench.parse_args(out + ["--task", "shakespeare"]).plan == {"shakespeare": names}
+    assert bench.parse_args(out + ["--task", "my_task:build"]).task == "my_task:build"

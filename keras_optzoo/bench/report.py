@@ -6,6 +6,7 @@ accuracies are percentages everywhere."""
 
 import csv
 import json
+import math
 import os
 
 from keras_optzoo.bench import analysis, verdicts
@@ -179,7 +180,9 @@ def versions():
     import keras
 
     backend = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[keras.backend.backend()]
-    out = {"keras-optzoo": importlib.metadata.version("keras-optzoo"), "keras": keras.__version__}
+    import keras_optzoo
+
+    out = {"keras-optzoo": keras_optzoo.__version__, "keras": keras.__version__}
     for package in (backend, "numpy"):
         try:
             out[package] = importlib.metadata.version(package)
@@ -197,6 +200,24 @@ def defaults(runs):
     for name in dict.fromkeys(r["optimizer"] for r in runs):
         config = bench_optimizers.AVAILABLE[name].make().get_config()
         out[name] = json.loads(json.dumps({k: v for k, v in config.items() if k != "name"}, default=str))
+    return out
+
+
+def stale_defaults(recorded):
+    """The differences between recorded `defaults()` ({name: config}) and the
+    current classes': ["name.key: recorded -> now", ...] (empty when current).
+    An optimizer the benchmark no longer has counts as a difference."""
+    out = []
+    for name, config in recorded.items():
+        if name not in bench_optimizers.AVAILABLE:
+            out.append(f"{name}: no longer a benchmark optimizer")
+            continue
+        now = defaults([{"optimizer": name}])[name]
+        for key in sorted(set(config) | set(now)):
+            a, b = config.get(key, "<absent>"), now.get(key, "<absent>")
+            same = (math.isclose(a, b, rel_tol=1e-6) if all(isinstance(v, float) for v in (a, b)) else a == b)
+            if not same:
+                out.append(f"{name}.{key}: {a!r} -> {b!r}")
     return out
 
 

@@ -128,6 +128,9 @@ def _data(name, data, batch_size):
             raise ValueError(f"compare: batch_size must be None when {name} is a dataset (it batches itself); "
                              f"received batch_size={batch_size}")
         return data, None
+    if isinstance(data, (tuple, list)) and len(data) == 3:
+        raise ValueError(f"compare: {name} has 3 parts; (x, y, sample_weight) is not taken as arrays: pass a "
+                         f"dataset that yields (x, y, sample_weight) batches (tf.data, PyDataset or DataLoader)")
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise ValueError(f"compare: {name} must be {DATA_KINDS}; received {type(data).__name__}")
     x, y = data
@@ -233,6 +236,9 @@ def compare(build_model, train, validation, *, loss, metrics=(), optimizers="all
                          f"{type(build_model).__name__}")
     if loss is None:
         raise ValueError("compare: loss is required (a name, a keras.losses.Loss, or a dict/list per output)")
+    if not isinstance(name, str) or not name.strip() or any(c in name for c in "/\\"):
+        raise ValueError(f"compare: name must be a non-empty string without / or \\ (it names the output "
+                         f"files); received {name!r}")
     if protocol not in PROTOCOLS:
         raise ValueError(f"compare: protocol must be one of {', '.join(PROTOCOLS)}; received {protocol!r}")
     epochs = _check_positive_int("epochs", epochs)
