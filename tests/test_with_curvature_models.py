@@ -146,3 +146,19 @@ def test_a_saved_wrapper_resumes_exactly_whichever_was_compiled_first(order, tmp
         m.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=False)
     for a, b in zip(model.weights, loaded.weights):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+
+
+def test_an_embedding_model_trains_through_partial_batches_with_probes_every_step():
+    """Batches of 16 and a last one of 8: TensorFlow retraces the step with an
+    unknown batch size, where an Embedding's gradient (IndexedSlices made
+    dense) lost its static shape and the Rademacher probes could not be drawn."""
+    keras.utils.set_random_seed(0)
+    model = kz.with_curvature(keras.Sequential([keras.Input((5,), dtype="int32"), keras.layers.Embedding(9, 4),
+                                                keras.layers.Dense(3, activation="softmax")]))  # per token
+    model.compile(optimizer=kz.optimizers.SophiaH(learning_rate=0.01, hessian_update_interval=1),
+                  loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 9, (40, 5)).astype("int32"), rng.integers(0, 3, (40, 5)).astype("int32")
+    for n in (32, 40):  # a full-batch shape first, then a partial last batch
+        losses = model.fit(x[:n], y[:n], batch_size=16, epochs=2, verbose=0).history["loss"]
+        assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses

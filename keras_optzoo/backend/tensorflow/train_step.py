@@ -66,8 +66,11 @@ def _train_step(model, data, curvature):
         if not outer.built:
             outer.build(variables)
         # Dense gradients: the second-order updates (and their HVPs) are dense,
-        # so an Embedding's IndexedSlices gradient becomes a dense tensor here.
-        grads = [dense(g) for g in tape.gradient(scaled, variables)]
+        # so an Embedding's IndexedSlices gradient becomes a dense tensor here,
+        # with its variable's static shape (lost when a partial batch retraces
+        # the step with an unknown batch size; the probes need it).
+        grads = [g if g is None else tf.ensure_shape(dense(g), v.shape)
+                 for g, v in zip(tape.gradient(scaled, variables), variables)]
     slots = opt.curvature_slots()
     # The curvature comes from the unscaled loss (the HVP of the loss itself).
     curvature_grads = _common.unscaled(outer, grads, lambda: outer.scale_loss(tf.ones((), grads[0].dtype)))
