@@ -62,10 +62,11 @@ MOVED = {
     "Set up (working on keras-optzoo itself)": ("README.md", "## Set up (working on keras-optzoo itself)"),
     "The benchmark: which optimizer, on my backend?": ("docs/guides/benchmark.md", "**Protocols.**"),
     "Results of the default run": ("docs/guides/benchmark.md", "## Results of the default run"),
-    "Verdicts (both protocols)": ("docs/guides/benchmark.md", "### Verdicts (both protocols)"),
-    "paper 000: the Hybrid method": ("docs/guides/benchmark.md", "#### paper 000: the Hybrid method"),
-    "paper 000, Table 2": ("docs/guides/benchmark.md", "#### paper 000, Table 2"),
-    "paper 001: AdaGrad, AMSGrad and Adam": ("docs/guides/benchmark.md", "#### paper 001: AdaGrad, AMSGrad and Adam"),
+    # The verdicts are generated with each backend's results (benchmarks/results.py).
+    "Verdicts (both protocols)": ("docs/results/jax/results.md", "## Verdicts"),
+    "paper 000: the Hybrid method": ("docs/results/jax/results.md", "### paper 000: the Hybrid method"),
+    "paper 000, Table 2": ("docs/results/jax/results.md", "### paper 000, Table 2"),
+    "paper 001: AdaGrad, AMSGrad and Adam": ("docs/results/jax/results.md", "### paper 001: AdaGrad, AMSGrad and Adam"),
     "Performance: the update step against Keras, optax and torch.optim":
         ("docs/guides/performance.md", "## Performance: the update step against Keras, optax and torch.optim"),
     "The optimizers": ("docs/guides/optimizers.md", "# The optimizers and their equations"),
