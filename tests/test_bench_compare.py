@@ -168,6 +168,20 @@ def _raises():
     raise RuntimeError("no such layer")
 
 
+class OwnStep(keras.Model):
+    """A subclassed model with its own train_step (with_curvature cannot wrap it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(1)
+
+    def call(self, x):
+        return self.dense(x)
+
+    def train_step(self, *args, **kwargs):
+        return super().train_step(*args, **kwargs)
+
+
 @pytest.mark.parametrize("change, words", [
     (dict(build_model="not a function"), "build_model must be a function"),
     (dict(build_model=lambda: "a model"), "must return a keras.Model"),
@@ -187,9 +201,11 @@ def _raises():
     (dict(train=(np.zeros((10, 8), "float32"), np.zeros((10, 1), "float32"), np.ones(10, "float32"))),
      "yields \\(x, y, sample_weight\\) batches"),
     (dict(name="runs/today"), "name must be a non-empty string without /"),
+    (dict(build_model=OwnStep, optimizers=["adam", "sophiah"]), "sophiah train through with_curvature.*overrides"),
+    (dict(out="/proc/version/out"), "out: '/proc/version/out' is not a writable directory"),
 ], ids=["not-callable", "not-a-model", "same-model", "build-raises", "bad-loss-key", "lengths", "features",
         "not-data", "unknown-optimizer", "epochs", "seeds", "protocol", "target", "lr-tuned", "no-loss",
-        "sample-weight-tuple", "name-with-slash"])
+        "sample-weight-tuple", "name-with-slash", "own-train-step", "out-not-writable"])
 def test_bad_arguments_raise_before_any_training(change, words, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("training started before the arguments were checked")

@@ -220,12 +220,16 @@ def build_parser():
     return p
 
 
-def _check_out(parser, out):
-    path = os.path.abspath(out)
-    probe = path
+def writable(out):
+    """Whether `out` is, or can be created as, a writable directory."""
+    probe = os.path.abspath(out)
     while not os.path.exists(probe):
         probe = os.path.dirname(probe)
-    if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
+    return os.path.isdir(probe) and os.access(probe, os.W_OK)
+
+
+def _check_out(parser, out):
+    if not writable(out):
         parser.error(f"--out: {out!r} is not a writable directory")
 
 

@@ -15,7 +15,8 @@ import keras
 from keras_optzoo.bench import analysis, report, run
 from keras_optzoo.bench import optimizers as bench_optimizers
 from keras_optzoo.bench.tasks import Split, Task
-from keras_optzoo.bench.train import is_dataset, num_samples
+from keras_optzoo import with_curvature
+from keras_optzoo.bench.train import head, is_dataset, num_samples
 
 PROTOCOLS = ("tuned", "fixed")
 DATA_KINDS = "an (x, y) tuple of arrays (x and y may be lists or dicts of arrays), a tf.data.Dataset, a " \
@@ -147,8 +148,10 @@ def _data(name, data, batch_size):
     return x, y
 
 
-def _preflight(task, split, batch_size):
-    """Builds, compiles and evaluates the user's model on one batch of each split."""
+def _preflight(task, split, batch_size, second_order):
+    """Builds, compiles and evaluates the user's model on one batch of each
+    split; with second-order optimizers among `second_order`, wraps it with
+    `with_curvature` too (a model that overrides `train_step` is refused)."""
     keras.utils.set_random_seed(0)
     try:
         model = task.build(split, "none")
@@ -159,6 +162,12 @@ def _preflight(task, split, batch_size):
     if task.build(split, "none") is model:
         raise ValueError("compare: build_model() returned the same model twice; it must build a new, uncompiled "
                          "keras.Model on each call (each run starts from fresh weights)")
+    if second_order:
+        try:
+            with_curvature(model)
+        except TypeError as error:
+            raise ValueError(f"compare: optimizers {', '.join(second_order)} train through with_curvature, and "
+                             f"{error} Or leave them out of `optimizers`.") from error
     try:
         model.compile(optimizer=keras.optimizers.SGD(0.0), loss=task.loss, metrics=task.metrics(),
                       **task.compile_kwargs)
@@ -170,20 +179,16 @@ def _preflight(task, split, batch_size):
                 model.evaluate(x, steps=1, verbose=0)
             else:
                 n = min(num_samples(x), batch_size or 32)
-                model.evaluate(keras.tree.map_structure(lambda a: a[:n], x),
-                               keras.tree.map_structure(lambda a: a[:n], y), batch_size=n, verbose=0)
+                model.evaluate(head(x, n), head(y, n), batch_size=n, verbose=0)
     except Exception as error:  # a clear message before any training, with Keras's own reason
         raise ValueError(f"compare: the model from build_model() cannot be compiled with loss={task.loss!r}"
                          f" or does not accept the {name} data: {type(error).__name__}: {error}") from error
 
 
 def _check_out(out):
-    if out is None:
-        return
-    probe = os.path.abspath(os.fspath(out))
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
+    from keras_optzoo.bench import writable
+
+    if out is not None and not writable(os.fspath(out)):
         raise ValueError(f"compare: out: {out!r} is not a writable directory")
 
 
@@ -261,7 +266,7 @@ def compare(build_model, train, validation, *, loss, metrics=(), optimizers="all
     task = Task(name, f"{name} (keras_optzoo.bench.compare)", "user", epochs, batch_size or 32, 1.0,
                 lambda split, regularization: build_model(), loss, lambda: _fresh_metrics(fresh), "",
                 {} if loss_weights is None else dict(loss_weights=loss_weights))
-    _preflight(task, split, batch_size)
+    _preflight(task, split, batch_size, [n for n in names if bench_optimizers.AVAILABLE[n].second_order])
     args = types.SimpleNamespace(optimizers=names, protocol=[protocol], seeds=seeds, epochs=epochs,
                                  batch_size=batch_size, lr=None, quick=False, target=target, stop_threshold=1e-3,
                                  regularization=["none"], regularization_optimizers=[])
