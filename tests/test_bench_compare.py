@@ -218,6 +218,28 @@ def test_bad_arguments_raise_before_any_training(change, words, monkeypatch):
         bench.compare(**kwargs)
 
 
+def test_a_subclassed_model_built_at_its_first_call_is_compared():
+    """Weights that exist only after the first call: the optimizer is built
+    after them (it refused 'variables it was not built with'), and seed 1's
+    run is Keras's own Adam on the same model."""
+    train, validation = _regression()
+    result = bench.compare(OwnStep, train, validation, loss="mse", optimizers=["adam"], protocol="fixed",
+                           epochs=2, seeds=2, verbose=0)
+    keras.utils.set_random_seed(1)
+    model = OwnStep()
+    model(train[0][:1])
+    weights = model.get_weights()
+    model.compile(optimizer=keras.optimizers.Adam(), loss="mse")
+    model.fit(train[0][:32], train[1][:32], batch_size=32, verbose=0)  # the benchmark's warm-up step
+    model.set_weights(weights)
+    for v in model.optimizer.variables:
+        if "learning_rate" not in v.path:
+            v.assign(np.zeros(v.shape, v.dtype))
+    keras.utils.set_random_seed(1000)
+    expected = model.fit(*train, batch_size=32, epochs=2, validation_data=validation, verbose=0).history["val_loss"]
+    np.testing.assert_allclose(result.runs[1]["validation_loss"], expected, rtol=2e-4)
+
+
 def test_datasets_leave_full_batch_gd_out_or_refuse_it_and_a_batch_size(monkeypatch):
     x, y = _regression()[0]
     assert "gd" not in study._optimizer_names("all", dataset=True) and "gd" in study._optimizer_names("all", False)

@@ -60,6 +60,14 @@ def num_samples(x):
     return int(keras.tree.flatten(x)[0].shape[0])
 
 
+def first_inputs(split):
+    """The inputs of one validation sample (arrays) or of the first validation batch (a dataset)."""
+    if split.y_val is not None:
+        return head(split.x_val, 1)
+    batch = split.x_val[0] if isinstance(split.x_val, keras.utils.PyDataset) else next(iter(split.x_val))
+    return batch[0]
+
+
 def head(x, n):
     """The first `n` samples of an array or a list/dict of arrays."""
     return keras.tree.map_structure(lambda a: a[:n], x)
@@ -84,33 +92,40 @@ class Trainer:
         self.optimizer = spec.make()
         self.model = with_curvature(model) if spec.second_order else model
         self.model.compile(optimizer=self.optimizer, loss=task.loss, metrics=task.metrics(), **task.compile_kwargs)
-        # Built now, so that its initial state can be restored before every run.
+        # One evaluation first builds a subclassed model's weights; then the
+        # optimizer is built, so that its initial state can be restored before every run.
+        self._evaluate_once(split)
         self.optimizer.build(self.model.trainable_variables)
         self._initial_state = {}
         self.optimizer.save_own_variables(self._initial_state)
         self._warm_up(split)
 
+    def _evaluate_once(self, split):
+        if split.y_val is None:
+            self.model.evaluate(split.x_val, steps=1, verbose=0)
+        else:
+            n = self.batch_size_for(split) or 32
+            self.model.evaluate(head(split.x_val, n), head(split.y_val, n), batch_size=n, verbose=0)
+
     def _warm_up(self, split):
-        """One step and one evaluation, so that tracing and compiling happen
-        here, and Keras's first `fit`, which draws a batch to build the model
-        symbolically (moving NumPy's shuffling state), is not one of the runs."""
+        """One step, so that tracing and compiling happen here, and Keras's
+        first `fit`, which draws a batch to build the model symbolically
+        (moving NumPy's shuffling state), is not one of the runs."""
         if split.y_train is None:
             self.model.fit(split.x_train, epochs=1, steps_per_epoch=1, shuffle=False, verbose=0)
         else:
             n = self.batch_size_for(split)
             self.model.fit(head(split.x_train, n), head(split.y_train, n), batch_size=n, epochs=1, verbose=0)
-        if split.y_val is None:
-            self.model.evaluate(split.x_val, steps=1, verbose=0)
-        else:
-            n = self.batch_size_for(split)
-            self.model.evaluate(head(split.x_val, n), head(split.y_val, n), batch_size=n, verbose=0)
 
     # -- state -------------------------------------------------------------------
     def start(self, split, seed, learning_rate):
         """Fresh weights for `seed` (a model built as the seed's first run would
         build it), the optimizer's initial state, and `learning_rate`."""
         keras.utils.set_random_seed(seed)
-        self.model.set_weights(self.task.build(split, self.regularization).get_weights())
+        fresh = self.task.build(split, self.regularization)
+        if not fresh.weights:  # a subclassed model creates its weights at its first call
+            fresh(first_inputs(split))
+        self.model.set_weights(fresh.get_weights())
         self.optimizer.load_own_variables(self._initial_state)
         self.optimizer.learning_rate = learning_rate
 
