@@ -211,25 +211,29 @@ def compare(build_model, train, validation, *, loss, metrics=(), optimizers="all
     Args:
         build_model: a function returning a new, uncompiled `keras.Model` on
             each call (called after `keras.utils.set_random_seed(seed)`).
-        train, validation: `(x, y)` arrays (x and y may be lists or dicts of
-            arrays), or a `tf.data.Dataset`, `keras.utils.PyDataset` or torch
-            `DataLoader` that yields batches. Learning rates are chosen by the
-            final loss on `validation`.
-        loss, metrics, loss_weights: as for `model.compile` (dicts or lists for
-            several outputs). Metric objects are copied for every model.
+        train: `(x, y)` arrays (x and y may be lists or dicts of arrays), or
+            a `tf.data.Dataset`, `keras.utils.PyDataset` or torch `DataLoader`
+            that yields batches.
+        validation: the same kinds; learning rates are chosen by the final
+            loss on it.
+        loss: as for `model.compile` (a dict or list for several outputs).
+        metrics: as for `model.compile`; Metric objects are copied for every model.
+        loss_weights: as for `model.compile`.
         optimizers: "all" (every optimizer of the benchmark; full-batch "gd" is
             left out when `train` is a dataset) or a list of names ("adam",
             "soap", ...). Second-order ones are wrapped with `with_curvature`.
         protocol: "tuned" (each optimizer's learning rate from its grid, by
             successive halving on seed 0, the grid grown past an edge) or
             "fixed" (`learning_rate`, or each optimizer's default).
-        epochs, batch_size: the budget; `batch_size` None is 32 for arrays and
-            must be None for a dataset.
+        epochs: the budget, in epochs.
+        batch_size: None is 32 for arrays, and must be None for a dataset.
         seeds: random seeds 0..seeds-1 of the final runs (weights and shuffling).
         target: the target validation loss for time to target (default: the
             median over the first-order optimizers run of their best
             validation loss).
         out: a directory to write results.csv, grid.csv, results.md and plots to.
+        learning_rate: the fixed protocol's learning rate (default: each
+            optimizer's own default).
         test: an optional held-out split (same kinds as `train`), evaluated
             once per final run after the learning rate was chosen; never used
             for any choice.
