@@ -9,7 +9,7 @@ import pytest
 
 import keras
 from keras_optzoo.bench import optimizers as bench_optimizers
-from keras_optzoo.bench import protocol, tasks
+from keras_optzoo.bench import protocol, tasks, train
 from keras_optzoo.bench.run import Progress
 from keras_optzoo.bench.train import Trainer
 from keras_optzoo.tasks import mnist
@@ -114,3 +114,37 @@ def test_an_interior_choice_does_not_grow_the_grid(split):
     if chosen in (0.01, 1.0):
         pytest.skip(f"on this data SGD's best of 0.01/0.1/1 was {chosen}, an edge; the growth test covers it")
     assert not any(r["grown"] for r in rows) and not any(r["at_edge"] for r in rows)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="TensorFlow's array pipeline; JAX and torch feed Keras's own array path")
+def test_tensorflows_array_pipeline_feeds_what_keras_feeds(split):
+    """`feed` on TensorFlow: unshuffled, the same batches as Keras's own
+    array path (the weights after one epoch agree to float32 round-off);
+    shuffled, a new permutation every epoch, the same for the same seed."""
+    from keras_optzoo import backend
+
+    x, y = split.x_train[:100], split.y_train[:100]
+    data = train.feed(x, y, 16)
+    assert set(data) == {"x", "shuffle"} and data["shuffle"] is False
+    weights = []
+    for kwargs in (data, dict(x=x, y=y, batch_size=16, shuffle=False)):
+        keras.utils.set_random_seed(0)
+        model = mnist.logistic_regression()
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+        model.fit(**kwargs, epochs=1, verbose=0)
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    index = np.arange(100)
+
+    def orders(seed):
+        batches = backend.array_batches(index, index, 16, shuffle=True, seed=seed)
+        return [np.concatenate([b[0].numpy() for b in batches]) for _ in range(2)]
+
+    first, second = orders(7)
+    assert [len(b[0]) for b in backend.array_batches(index, index, 16)] == [16] * 6 + [4]
+    assert sorted(first) == list(index) and sorted(second) == list(index)
+    assert not np.array_equal(first, second) and not np.array_equal(first, index)
+    assert all(np.array_equal(a, b) for a, b in zip(orders(7), (first, second)))
+    assert not np.array_equal(orders(8)[0], first)

@@ -29,6 +29,9 @@ One subpackage per backend, one module per job (as Keras splits
 - `kernels`: `KERNELS`, a table kind -> fused update kernel (one small
   function per algorithm), `DECAY_IN_KERNEL`, `cond_effects`, and on JAX
   `cond_values` (elsewhere `keras.ops.cond`);
+- `data` (TensorFlow only): `array_batches(x, y, batch_size, shuffle,
+  seed)`, arrays as a tf.data pipeline cheap to iterate every epoch; the
+  benchmark uses it where it is not None;
 - `dot(xs, ys)`: the inner product of two lists of tensors, in keras.ops;
 - `optimizers_of(model)`: (the optimizer that applies, the second-order one
   inside it), which differ under a LossScaleOptimizer.
@@ -45,10 +48,13 @@ from keras_optzoo.backend._common import dot, optimizers_of
 _NAME = keras.backend.backend()
 if _NAME == "tensorflow":
     from keras_optzoo.backend.tensorflow import hvp, kernels, train_step as _train_step
+    from keras_optzoo.backend.tensorflow.data import array_batches
 elif _NAME == "jax":
     from keras_optzoo.backend.jax import hvp, kernels, train_step as _train_step
+    array_batches = None  # Keras iterates NumPy arrays on JAX without a per-epoch pipeline
 elif _NAME == "torch":
     from keras_optzoo.backend.torch import hvp, kernels, train_step as _train_step
+    array_batches = None
 else:
     raise ImportError(
         f"keras_optzoo supports the tensorflow, jax and torch Keras backends; "

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 import keras
-from keras_optzoo import with_curvature
+from keras_optzoo import backend, with_curvature
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -73,6 +73,18 @@ def head(x, n):
     return keras.tree.map_structure(lambda a: a[:n], x)
 
 
+def feed(x, y, batch_size, shuffle=False, seed=None):
+    """`fit`'s data keywords for one split: a dataset as it is; two NumPy
+    arrays through the backend's fast pipeline where it has one (TensorFlow:
+    `backend.array_batches`, shuffled from `seed`); any other arrays as
+    Keras takes them."""
+    if y is None:
+        return dict(x=x, shuffle=False)  # (Keras warns that it ignores its default shuffle=True)
+    if backend.array_batches is not None and isinstance(x, np.ndarray) and isinstance(y, np.ndarray):
+        return dict(x=backend.array_batches(x, y, batch_size, shuffle, seed), shuffle=False)
+    return dict(x=x, y=y, batch_size=batch_size, shuffle=shuffle)
+
+
 # Keras log key -> run key; every name says its split.
 _CURVES = {"loss": "train_loss", "val_loss": "validation_loss", "accuracy": "train_accuracy_pct",
            "val_accuracy": "validation_accuracy_pct", "val_auc": "validation_auc"}
@@ -115,7 +127,7 @@ class Trainer:
             self.model.fit(split.x_train, epochs=1, steps_per_epoch=1, shuffle=False, verbose=0)
         else:
             n = self.batch_size_for(split)
-            self.model.fit(head(split.x_train, n), head(split.y_train, n), batch_size=n, epochs=1, verbose=0)
+            self.model.fit(**feed(head(split.x_train, n), head(split.y_train, n), n), epochs=1, verbose=0)
 
     # -- state -------------------------------------------------------------------
     def start(self, split, seed, learning_rate):
@@ -152,11 +164,12 @@ class Trainer:
         keras.utils.set_random_seed(1000 * seed + initial_epoch)
         timer = EpochTimer()
         batch_size = self.batch_size_for(split)
-        data = dict(x=split.x_train, shuffle=False) if split.y_train is None else dict(
-            x=split.x_train, y=split.y_train, batch_size=batch_size, shuffle=True)
+        data = feed(split.x_train, split.y_train, batch_size, shuffle=split.y_train is not None,
+                    seed=1000 * seed + initial_epoch)
+        validation = feed(split.x_val, split.y_val, batch_size)
         history = self.model.fit(
             **data, epochs=epochs, initial_epoch=initial_epoch, verbose=0,
-            validation_data=split.x_val if split.y_val is None else (split.x_val, split.y_val),
+            validation_data=(validation["x"], validation["y"]) if "y" in validation else validation["x"],
             callbacks=[timer, keras.callbacks.TerminateOnNaN(), *callbacks],
         )
         curves = {"train_loss": [], "validation_loss": []}  # also when a NaN stopped the first epoch
