@@ -167,8 +167,8 @@ def build_parser():
         prog="optzoo-bench",
         description="Which optimizer, on my task? Compares keras_optzoo optimizers on MNIST (paper 001's MLP and "
                     "a small CNN) and Karate Club link prediction, each at its own tuned learning rate, over "
-                    "random seeds, against a target validation loss. The default run took 11 (JAX), 16 (torch) and "
-                    "25 (TensorFlow) minutes on 2 CPU cores (docs/guides/benchmark.md).",
+                    "random seeds, against a target validation loss. The default run took 10 (JAX), 15 (torch) and "
+                    "16 (TensorFlow) minutes on 2 CPU cores (docs/guides/benchmark.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--protocol", type=_choices("--protocol", PROTOCOLS), default=["tuned"], metavar="PROTOCOL",
