@@ -257,7 +257,7 @@ def test_help_lists_every_optimizer_name_and_the_grid(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for name in bench_optimizers.NAMES:
         assert name in text
-    assert "x 0.1, 0.316, 1, 3.16, 10" in text and "25 (TensorFlow) minutes" in text
+    assert "x 0.1, 0.316, 1, 3.16, 10" in text and "16 (TensorFlow) minutes" in text and "42 min on JAX" in text
 
 
 def test_every_optimizer_has_a_plot_style_and_bar_hatch():
