@@ -76,11 +76,11 @@ def test_compare_on_a_regression_model_matches_keras_and_reports_the_winner(tmp_
             assert r["seconds_to_target"] == pytest.approx(r["steps_to_target"] * r["step_time_s"])
     # Seed 1's run at the chosen rate is Keras's own optimizer in Keras's own fit. (Adam's chosen
     # rate can be 0.1, where 3 epochs amplify the float32 round-off between our Adam and Keras's
-    # to ~7e-4; a wrong rate, seed or initial state differs by more than 5 %.)
-    for name, cls in (("sgd", keras.optimizers.SGD), ("adam", keras.optimizers.Adam)):
+    # to ~7e-4; a wrong rate, seed or initial state differs by more than 5 %. SGD's is exact.)
+    for name, cls, rtol in (("sgd", keras.optimizers.SGD, 2e-4), ("adam", keras.optimizers.Adam, 2e-3)):
         run1 = next(r for r in result.runs if r["optimizer"] == name and r["seed"] == 1)
         expected = _keras_fit(cls(run1["learning_rate"]), train, validation, seed=1, epochs=3)
-        np.testing.assert_allclose(run1["validation_loss"], expected, rtol=2e-3)
+        np.testing.assert_allclose(run1["validation_loss"], expected, rtol=rtol)
     # The chosen rate is the grid point with the lowest final validation loss.
     for name in ("sgd", "adam"):
         finished = [g for g in result.grid if g["optimizer"] == name and g["survived"]]
