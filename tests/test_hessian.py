@@ -92,6 +92,8 @@ def test_jax_hessian_compiles_once_and_is_reused():
     h = Hessian(model, LOSS, x, y)
     h.top_eigenvalues(k=1)
     h.trace(num_probes=3)
+    # Methods that only need HVPs neither compile nor run the gradient program.
+    assert h._program._value_and_grad._cache_size() == 0
     model.trainable_variables[0].assign(model.trainable_variables[0] * 2.0)
     h.statistics()
     assert h._program._hvp._cache_size() == 1

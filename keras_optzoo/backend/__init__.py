@@ -3,9 +3,11 @@
 One subpackage per backend, one module per job (as Keras splits
 `backend/<name>/{core,trainer,optimizer}.py`):
 
-- `hvp`: `HessianProgram(model, loss_fn)` with `.evaluate(x, y) -> (loss,
-  grads, hvp)` (the loss at training=False plus the model's regularization
-  losses, at the current weights; `hvp(vectors) -> H @ vectors`), and
+- `hvp`: `HessianProgram(model, loss_fn)` with `.evaluate(x, y, gradient=True)
+  -> (loss, grads, hvp)` (the loss at training=False plus the model's
+  regularization losses, at the current weights; `hvp(vectors) -> H @
+  vectors`; loss and grads may be None with gradient=False, where the
+  backend's HVP does not need them), and
   `rademacher(variables, seed, step)`, the +-1 probes of every Hutchinson
   estimate in the package;
   `uniform(like, seed, step)` (label sampling of Sophia-G),

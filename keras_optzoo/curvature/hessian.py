@@ -8,7 +8,6 @@ import numpy as np
 import keras
 
 from keras_optzoo import _validation, backend
-from keras_optzoo.curvature.estimators import hutchinson
 from keras_optzoo.curvature.model import CurvatureModel
 
 
@@ -152,6 +151,11 @@ class Hessian:
     def _evaluate(self):
         return self._program.evaluate(self.x, self.y)
 
+    def _hvp(self):
+        """The HVP at the current weights; on JAX and TensorFlow without
+        computing (or, the first time, compiling) the loss and gradient."""
+        return self._program.evaluate(self.x, self.y, gradient=False)[2]
+
     # -- values ----------------------------------------------------------------
     def gradient(self):
         """The gradient, NumPy float64 arrays shaped like the variables."""
@@ -170,7 +174,7 @@ class Hessian:
         single = not isinstance(vectors[0], (list, tuple))
         sets = [vectors] if single else vectors
         checked = [self._checked(s, "vectors" if single else f"vectors[{j}]") for j, s in enumerate(sets)]
-        hvp = self._evaluate()[2]
+        hvp = self._hvp()
         out = [_to_numpy(hvp(c)) for c in checked]
         return out[0] if single else out
 
@@ -202,7 +206,7 @@ class Hessian:
         estimate up to float rounding, on every backend; the optimizers draw
         theirs inside the compiled step with the backend's own generator.
         NumPy arrays shaped like the variables."""
-        return self._diagonal(self._evaluate()[2], num_probes, seed)
+        return self._diagonal(self._hvp(), num_probes, seed)
 
     def trace(self, num_probes=100, seed=0):
         """Hutchinson's estimate of tr(H), the mean of z^T H z."""
@@ -213,7 +217,7 @@ class Hessian:
         full reorthogonalisation in a Krylov space of `iterations` HVPs
         (default max(2k + 20, 30), capped at the parameter count)."""
         m = self._krylov_size(k, iterations)
-        return self._top(self._evaluate()[2], k, m, seed)
+        return self._top(self._hvp(), k, m, seed)
 
     def density(self, iterations=30, num_runs=1, seed=0):
         """The spectral density by stochastic Lanczos quadrature (Ubaru, Chen
@@ -229,7 +233,7 @@ class Hessian:
         m = _validation.integer("iterations", iterations, low=1)
         m = min(m, self.num_parameters)
         num_runs = _validation.integer("num_runs", num_runs, low=1)
-        matvec = self._matvec(self._evaluate()[2])
+        matvec = self._matvec(self._hvp())
         rng = np.random.default_rng(seed)
         nodes, weights = [], []
         for _ in range(num_runs):
@@ -255,8 +259,17 @@ class Hessian:
 
     # -- pieces ------------------------------------------------------------------
     def _diagonal(self, hvp, num_probes, seed):
+        """Hutchinson's mean of z * (H z), summed on the host in float64, one
+        probe at a time (the backend's eager elementwise ops compile per
+        shape on JAX: 1.6 s on MobileNetV2's first call; and num_probes
+        probes are never held at once)."""
         num_probes = _validation.integer("num_probes", num_probes, low=1)
-        return _to_numpy(hutchinson(hvp, rademacher_probes(self._variables, num_probes, seed)))
+        total = [np.zeros(tuple(v.shape)) for v in self._variables]
+        for z in _numpy_probes(self._variables, num_probes, seed):
+            product = _to_numpy(hvp([keras.ops.convert_to_tensor(p) for p in z]))
+            for t, p, h in zip(total, z, product):
+                t += p * h
+        return [t / num_probes for t in total]
 
     def _krylov_size(self, k, iterations):
         k = _validation.integer("k", k, low=1)
@@ -291,11 +304,15 @@ def rademacher_probes(variables, num_probes, seed=0):
     host by NumPy's `default_rng(seed)` in variable order: the same probes
     on every backend for the same seed (the optimizers draw theirs inside
     the compiled step with the backend's generator, which differ)."""
+    return [[keras.ops.convert_to_tensor(p) for p in z] for z in _numpy_probes(variables, num_probes, seed)]
+
+
+def _numpy_probes(variables, num_probes, seed):
+    """The probes of `rademacher_probes` as NumPy arrays, one probe per
+    iteration (drawn when asked for)."""
     rng = np.random.default_rng(_validation.integer("seed", seed, low=0))
-    return [
-        [keras.ops.convert_to_tensor((2 * rng.integers(0, 2, tuple(v.shape)) - 1).astype(v.dtype)) for v in variables]
-        for _ in range(num_probes)
-    ]
+    for _ in range(num_probes):
+        yield [(2 * rng.integers(0, 2, tuple(v.shape)) - 1).astype(v.dtype) for v in variables]
 
 
 def _lanczos(matvec, start, m):

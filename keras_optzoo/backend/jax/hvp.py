@@ -27,11 +27,12 @@ class HessianProgram:
             lambda t, nt, x, y, vectors: jax.jvp(lambda w: grad(w, nt, x, y), (t,), (vectors,))[1]
         )
 
-    def evaluate(self, x, y):
-        """(loss, grads, hvp) at the model's current weights and (x, y)."""
+    def evaluate(self, x, y, gradient=True):
+        """(loss, grads, hvp) at the model's current weights and (x, y);
+        loss and grads None (neither compiled nor run) without `gradient`."""
         trainable = [v.value for v in self.model.trainable_variables]
         non_trainable = [v.value for v in self.model.non_trainable_variables]
-        loss, grads = self._value_and_grad(trainable, non_trainable, x, y)
+        loss, grads = self._value_and_grad(trainable, non_trainable, x, y) if gradient else (None, None)
 
         def hvp(vectors):
             vectors = [jnp.asarray(v, t.dtype) for v, t in zip(vectors, trainable)]

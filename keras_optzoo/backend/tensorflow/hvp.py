@@ -120,10 +120,10 @@ class HessianProgram:
         self._value_and_grad = exact_function(value_and_grad)
         self._hvp = exact_function(hvp)
 
-    def evaluate(self, x, y):
-        """(loss, grads, hvp) at the model's current weights and (x, y)."""
+    def evaluate(self, x, y, gradient=True):
+        """(loss, grads, hvp) at the current weights and (x, y); loss and grads None without `gradient`."""
         x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
-        loss, grads = self._value_and_grad(x, y)
+        loss, grads = self._value_and_grad(x, y) if gradient else (None, None)
         dtypes = [v.dtype for v in self.model.trainable_variables]
 
         def hvp(vectors):

@@ -86,8 +86,8 @@ class HessianProgram:
         self.model = model
         self.loss_fn = loss_fn
 
-    def evaluate(self, x, y):
-        """(loss, grads, hvp) at the model's current weights and (x, y)."""
+    def evaluate(self, x, y, gradient=True):
+        """(loss, grads, hvp) at the current weights and (x, y); `gradient` ignored (HVP: its double backward)."""
         params = [v.value for v in self.model.trainable_variables]
         with twice_differentiable():
             loss = check_scalar(self.loss_fn(y, self.model(x, training=False)))
