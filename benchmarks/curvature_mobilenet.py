@@ -56,7 +56,7 @@ COLUMNS = [  # (key, header)
 ]
 
 WORKER = r"""
-import json, os, resource, statistics, sys, time
+import importlib, json, os, resource, statistics, sys, time
 import numpy as np
 import keras
 from keras_optzoo import curvature
@@ -91,8 +91,10 @@ x = rng.standard_normal((images, 32, 32, 3)).astype("float32")
 y = rng.integers(0, 10, images).astype("int32")
 model.predict(x, verbose=0)
 resident = rss_gb()
+backend = keras.config.backend()
 out = {"parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
-       "variables": len(model.trainable_variables)}
+       "variables": len(model.trainable_variables),
+       "versions": f"Keras {keras.__version__}, {backend} {importlib.import_module(backend).__version__}"}
 probe = [np.ones(v.shape, "float32") for v in model.trainable_variables]
 
 
@@ -111,7 +113,8 @@ out["top_eigenvalues"], top = timed(lambda: h.top_eigenvalues(1, iterations=iter
 out["trace"], trace = timed(lambda: h.trace(num_probes=probes))
 out["density"], _ = timed(lambda: h.density(iterations=iterations, num_runs=1))
 out["lambda_max"], out["trace_value"] = float(top[0]), float(trace)
-out["peak_rss_gb"], out["growth_gb"] = rss_gb(), rss_gb() - resident
+out["peak_rss_gb"] = rss_gb()
+out["growth_gb"] = out["peak_rss_gb"] - resident
 print("RESULT " + json.dumps(out))
 """
 
@@ -127,14 +130,6 @@ def run_backend(backend, args, weights):
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def versions(backend):
-    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]
-    code = f"import keras, {module}; print(keras.__version__, {module}.__version__)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")).stdout.split()
-    return f"Keras {out[0]}, {backend} {out[1]}" if len(out) == 2 else backend
-
-
 def table(results, args):
     lines = [
         f"MobileNetV2(32x32, weights=None, classes=10), {args.images} images; seconds "
@@ -146,7 +141,7 @@ def table(results, args):
     ]
     for backend, r in results.items():
         cells = [f"{r[k]:.3g}" for k, _ in COLUMNS]
-        lines.append(f"| {versions(backend)} | " + " | ".join(cells)
+        lines.append(f"| {r['versions']} | " + " | ".join(cells)
                      + f" | {r['hvp'] / r['gradient']:.2f} | {r['peak_rss_gb']:.2f} GB ({r['growth_gb']:.2f}) |")
     if len(results) > 1:
         lines += ["", "Relative to the fastest backend per column (and memory growth to the smallest):", "",
