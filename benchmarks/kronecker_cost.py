@@ -5,7 +5,8 @@
 For each model (the MNIST MLP 784-500-10 and the small BatchNorm CNN of
 `keras_optzoo.tasks.mnist`), batch 64, every optimizer trains one warm-up
 epoch (tracing, compilation, the first eigendecompositions) and then
-`--epochs` timed epochs; the table gives the mean step's wall and CPU time
+`--epochs` timed epochs (on torch also the two frequency-100 runs with
+`fused=False`, the keras.ops code its kernels replace); the table gives the mean step's wall and CPU time
 and their ratio to `keras.optimizers.AdamW()`'s. The refresh step's own cost
 is measured apart: one `keras.ops.eigh` (SOAP's first step, every Shampoo
 refresh) and one `keras.ops.qr` (SOAP's later refreshes) of a random
@@ -40,6 +41,12 @@ OPTIMIZERS = {
     "Shampoo(frequency 10)": lambda: kz.Shampoo(precondition_frequency=10),
     "Shampoo(frequency 100)": lambda: kz.Shampoo(precondition_frequency=100),
     "Shampoo(merge_dims=True)": lambda: kz.Shampoo(merge_dims=True),
+}
+# torch runs both as plain torch calls (backend/torch/kernels_kronecker.py);
+# fused=False is the keras.ops code the kernels replace, timed for the gain.
+TORCH_ONLY = {
+    "SOAP(frequency 100, fused=False)": lambda: kz.SOAP(precondition_frequency=100, fused=False),
+    "Shampoo(frequency 100, fused=False)": lambda: kz.Shampoo(precondition_frequency=100, fused=False),
 }
 
 
@@ -136,7 +143,8 @@ def main(argv=None):
         print("| optimizer | wall ms/step | CPU ms/step | wall x AdamW | CPU x AdamW |")
         print("|---|---|---|---|---|")
         anchor = None
-        for name, make in OPTIMIZERS.items():
+        extra = TORCH_ONLY if keras.backend.backend() == "torch" else {}
+        for name, make in {**OPTIMIZERS, **extra}.items():
             wall, cpu = step_times(MODELS[model_name], make, x, y, args.epochs, args.batch)
             anchor = anchor or (wall, cpu)
             print(f"| {name} | {1e3 * wall:.2f} | {1e3 * cpu:.2f} | {wall / anchor[0]:.2f} | {cpu / anchor[1]:.2f} |",

@@ -136,6 +136,58 @@ def test_second_order_fused_kernel_is_used(name, make):
     assert (all_at_once, one) == (HOOK == "all", HOOK == "one")
 
 
+# SOAP and Shampoo: torch runs their step as plain torch calls
+# (backend/torch/kernels_kronecker.py, kernels_shampoo.py); TensorFlow and
+# JAX have no kernel (XLA compiles the keras.ops code). 12 steps through the
+# start, refreshes and steps between; shapes whose first factors have at most
+# a one-dimensional null space (the eigenbasis is then unique up to sign) and
+# epsilon 1e-3 (0.1 without grafting, which leaves the root's scale in the
+# step; at 1e-12 a near-null direction's inverse root amplifies
+# rounding by ~1e3, so any two float32 codes drift apart; docs/kronecker.md).
+KRONECKER_CASES = [
+    ("soap", lambda **k: kz.SOAP(SCHEDULE, precondition_frequency=3, epsilon=1e-3, weight_decay=0.1, **k)),
+    ("soap-merged", lambda **k: kz.SOAP(0.01, precondition_frequency=2, merge_dims=True, max_precondition_dim=6,
+                                        shampoo_beta=0.8, epsilon=1e-3, **k)),
+    # `iterations` is a tensor, not a variable, under gradient accumulation.
+    ("soap-accumulated", lambda **k: kz.SOAP(0.01, precondition_frequency=2, epsilon=1e-3,
+                                             gradient_accumulation_steps=2, **k)),
+    ("shampoo-blocks", lambda **k: kz.Shampoo(SCHEDULE, precondition_frequency=2, start_preconditioning_step=3,
+                                              max_preconditioner_dim=4, epsilon=1e-3, weight_decay=0.1, **k)),
+    ("shampoo-rmsprop-nesterov", lambda **k: kz.Shampoo(0.01, precondition_frequency=2, grafting="rmsprop",
+                                                        beta_1=0.0, grafting_beta_2=0.5, momentum=0.5, nesterov=True,
+                                                        epsilon=1e-3, **k)),
+    ("shampoo-adagrad-sum", lambda **k: kz.Shampoo(0.01, precondition_frequency=3, grafting="adagrad", beta_2=1.0,
+                                                   momentum=0.5, use_bias_correction=False, epsilon=1e-3, **k)),
+    ("shampoo-sgd", lambda **k: kz.Shampoo(0.01, precondition_frequency=2, grafting="sgd", epsilon=1e-3, **k)),
+    ("shampoo-none-merged", lambda **k: kz.Shampoo(0.01, precondition_frequency=3, grafting=None, merge_dims=True,
+                                                   max_preconditioner_dim=20, exponent_override=0.5, epsilon=0.1,
+                                                   **k)),
+]
+KRONECKER_IDS = [c[0] for c in KRONECKER_CASES]
+KRONECKER_SHAPES = [(), (7,), (5, 4), (3, 3, 2, 4), (6, 1, 5)]
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="only torch has a SOAP/Shampoo kernel (fused=False is the same code)")
+@pytest.mark.parametrize("make", [c[1] for c in KRONECKER_CASES], ids=KRONECKER_IDS)
+def test_kronecker_fused_equals_reference(make):
+    init, grads = random_problem(12, seed=14, shapes=KRONECKER_SHAPES)
+    fused = run(make(), init, grads)
+    reference = run(make(fused=False), init, grads)
+    assert len(fused) == len(reference) > 3 * len(init)
+    assert_all_close(fused, reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, make", KRONECKER_CASES, ids=KRONECKER_IDS)
+def test_kronecker_fused_kernel_is_used(name, make):
+    opt = make()
+    variables = [keras.Variable(np.ones((4, 3), "float32")), keras.Variable(np.ones(3, "float32"))]
+    opt.build(variables)
+    grads, lr = [keras.ops.ones((4, 3)), keras.ops.ones(3)], opt.learning_rate
+    all_at_once = backend.fused_update(opt, opt._fused_spec(), grads, variables, lr)
+    one = backend.fused_update_one(opt, opt._fused_spec(), grads[0], variables[0], lr)
+    assert (all_at_once, one) == (BACKEND == "torch", False)
+
+
 @pytest.mark.skipif(BACKEND != "torch", reason="the torch kernels' grouping of variables")
 def test_large_variables_run_in_groups_and_match():
     """On CPU the `_foreach` kernels run on groups of consecutive variables
@@ -155,7 +207,8 @@ def test_large_variables_run_in_groups_and_match():
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="torch tensors with a layout of their own (strides)")
-@pytest.mark.parametrize("make", [c[1] for c in CASES + SECOND_ORDER_CASES], ids=IDS + SECOND_ORDER_IDS)
+@pytest.mark.parametrize("make", [c[1] for c in CASES + SECOND_ORDER_CASES + KRONECKER_CASES[:3]],
+                         ids=IDS + SECOND_ORDER_IDS + KRONECKER_IDS[:3])
 def test_gradients_laid_out_differently_from_the_variable(make):
     """torch.autograd.grad gives a Conv2D kernel's gradient as a permuted
     view; torch's fused kernels walk memory in order, so such a gradient

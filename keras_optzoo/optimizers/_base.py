@@ -193,7 +193,8 @@ class OptzooOptimizer(keras.optimizers.Optimizer):
         """(kind, hyperparameters) of the backend kernel that computes this
         update, or None where only the keras.ops code does (the default).
         Kinds: "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam";
-        second-order: "hybrid", "adahessian", "sophia"."""
+        second-order: "hybrid", "adahessian", "sophia"; Kronecker: "soap",
+        "shampoo"."""
         return None
 
     def _decay_in_kernel(self):

@@ -86,6 +86,10 @@ class _KroneckerBase(OptzooOptimizer):
         # Applied inside update_step, where each reference applies it.
         return
 
+    def _fused_spec(self):
+        # torch: the same step in plain torch ops (backend/torch/kernels_kronecker.py).
+        return type(self).__name__.lower(), {key: getattr(self, key) for key in self._hyperparameters}
+
     def _decay(self, variable):
         return self.weight_decay is not None and self.weight_decay > 0 and compat.uses_weight_decay(self, variable)
 

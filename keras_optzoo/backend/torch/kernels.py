@@ -13,7 +13,9 @@ import torch
 
 from keras_optzoo import _keras_compat as compat
 from keras_optzoo.backend.torch.kernels_foreach import _lr, _rmsprop, _slots, _step
+from keras_optzoo.backend.torch.kernels_kronecker import _soap
 from keras_optzoo.backend.torch.kernels_second_order import _adahessian, _hybrid, _sophia
+from keras_optzoo.backend.torch.kernels_shampoo import _shampoo
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # torch's fused optimizer kernels run on CPU from 2.4 on; before that (or if a
@@ -108,7 +110,8 @@ def _adam(optimizer, hp, variables, params, grads, lr):
 
 KERNELS = {
     "sgd": _sgd, "momentum": _momentum, "nesterov": _nesterov, "adagrad": _adagrad, "rmsprop": _rmsprop,
-    "adam": _adam, "hybrid": _hybrid, "adahessian": _adahessian, "sophia": _sophia,
+    "adam": _adam, "hybrid": _hybrid, "adahessian": _adahessian, "sophia": _sophia, "soap": _soap,
+    "shampoo": _shampoo,
 } if _HAS_KERNELS else {}  # fmt: skip
 
 
