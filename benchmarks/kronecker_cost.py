@@ -5,9 +5,10 @@
 For each model (the MNIST MLP 784-500-10 and the small BatchNorm CNN of
 `keras_optzoo.tasks.mnist`), batch 64, every optimizer trains one warm-up
 epoch (tracing, compilation, the first eigendecompositions) and then
-`--epochs` timed epochs (on torch also the two frequency-100 runs with
-`fused=False`, the keras.ops code its kernels replace); the table gives the mean step's wall and CPU time
-and their ratio to `keras.optimizers.AdamW()`'s. The refresh step's own cost
+`--epochs` timed epochs; the table gives the mean step's wall and CPU time
+and their ratio to `keras.optimizers.AdamW()`'s (on torch also the two
+frequency-100 rows with `fused=False`: the keras.ops code that torch's
+SOAP/Shampoo kernels replace). The refresh step's own cost
 is measured apart: one `keras.ops.eigh` (SOAP's first step, every Shampoo
 refresh) and one `keras.ops.qr` (SOAP's later refreshes) of a random
 symmetric matrix of each factor's size, summed over the factors each

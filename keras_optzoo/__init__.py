@@ -18,6 +18,6 @@ from keras_optzoo import callbacks, curvature, optimizers, tasks
 from keras_optzoo.curvature import with_curvature
 from keras_optzoo.optimizers import *  # noqa: F403  (the classes and `get`)
 
-__version__ = "0.3.0"
+__version__ = "0.3.1"
 
 __all__ = ["callbacks", "curvature", "optimizers", "tasks", "with_curvature", *optimizers.__all__]

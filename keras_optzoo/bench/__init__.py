@@ -167,7 +167,7 @@ def build_parser():
         prog="optzoo-bench",
         description="Which optimizer, on my task? Compares keras_optzoo optimizers on MNIST (paper 001's MLP and "
                     "a small CNN) and Karate Club link prediction, each at its own tuned learning rate, over "
-                    "random seeds, against a target validation loss. The default run took 9 (JAX), 17 (torch) and "
+                    "random seeds, against a target validation loss. The default run took 9 (JAX), 16 (torch) and "
                     "14 (TensorFlow) minutes on 2 CPU cores (docs/guides/benchmark.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
