@@ -1,15 +1,17 @@
 """What SOAP and Shampoo cost per `fit` step, against AdamW in the same process.
 
     KERAS_BACKEND=jax python benchmarks/kronecker_cost.py [--images 2048] [--epochs 2] [--models MLP,CNN]
+                                                          [--repeats 1]
 
 For each model (the MNIST MLP 784-500-10 and the small BatchNorm CNN of
 `keras_optzoo.tasks.mnist`), batch 64, every optimizer trains one warm-up
 epoch (tracing, compilation, the first eigendecompositions) and then
 `--epochs` timed epochs; the table gives the mean step's wall and CPU time
-and their ratio to `keras.optimizers.AdamW()`'s (on torch also the two
-frequency-100 rows with `fused=False`: the keras.ops code that torch's
-SOAP/Shampoo kernels replace). The refresh step's own cost
-is measured apart: one `keras.ops.eigh` (SOAP's first step, every Shampoo
+and their ratio to `keras.optimizers.AdamW()`'s (with `--repeats`, rounds
+over all optimizers; the medians of the times and of each round's ratios;
+on torch also two frequency-100 rows with `fused=False`: the keras.ops code
+that torch's SOAP/Shampoo kernels replace). The refresh step's own cost is
+measured apart: one `keras.ops.eigh` (SOAP's first step, every Shampoo
 refresh) and one `keras.ops.qr` (SOAP's later refreshes) of a random
 symmetric matrix of each factor's size, summed over the factors each
 optimizer keeps (SOAP and Shampoo: one per kernel dimension; Shampoo with
@@ -125,6 +127,8 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="rounds over all optimizers; medians of the times and of the per-round ratios")
     args = parser.parse_args(argv)
     (x, y), _ = mnist.load_embedded()
     x, y = x[: args.images], y[: args.images]
@@ -141,15 +145,21 @@ def main(argv=None):
             eigh, qr = refresh_cost(sizes)
             print(f"- {name} factors {sizes}: one refresh = eigh {1e3 * eigh:.0f} ms of each (QR {1e3 * qr:.0f} ms)")
         print()
+        print(f"({args.repeats} round(s); medians)\n")
         print("| optimizer | wall ms/step | CPU ms/step | wall x AdamW | CPU x AdamW |")
         print("|---|---|---|---|---|")
-        anchor = None
         extra = TORCH_ONLY if keras.backend.backend() == "torch" else {}
-        for name, make in {**OPTIMIZERS, **extra}.items():
-            wall, cpu = step_times(MODELS[model_name], make, x, y, args.epochs, args.batch)
-            anchor = anchor or (wall, cpu)
-            print(f"| {name} | {1e3 * wall:.2f} | {1e3 * cpu:.2f} | {wall / anchor[0]:.2f} | {cpu / anchor[1]:.2f} |",
-                  flush=True)
+        candidates = {**OPTIMIZERS, **extra}
+        rounds = {name: [] for name in candidates}
+        for _ in range(args.repeats):  # round-robin, so that a slow spell of the machine hits every row
+            for name, make in candidates.items():
+                rounds[name].append(step_times(MODELS[model_name], make, x, y, args.epochs, args.batch))
+        anchor = rounds["AdamW()"]
+        for name, times in rounds.items():
+            wall, cpu = (statistics.median(t[i] for t in times) for i in (0, 1))
+            ratios = [(t[0] / a[0], t[1] / a[1]) for t, a in zip(times, anchor)]
+            print(f"| {name} | {1e3 * wall:.2f} | {1e3 * cpu:.2f} | {statistics.median(r[0] for r in ratios):.2f} "
+                  f"| {statistics.median(r[1] for r in ratios):.2f} |", flush=True)
 
 
 if __name__ == "__main__":
