@@ -8,6 +8,13 @@ import keras
 
 BACKEND = keras.backend.backend()
 
+
+def slow_on(*backends):
+    """The `slow` mark where this process's backend is one of `backends`
+    (none elsewhere): for a parametrized case whose path a cheaper case
+    covers on that backend."""
+    return (pytest.mark.slow,) if BACKEND in backends else ()
+
 # Shapes used by the parity tests: a scalar, vectors, a matrix and a 3-D tensor.
 SHAPES = [(), (7,), (5, 3), (2, 3, 4)]
 

@@ -8,7 +8,7 @@ import pytest
 
 import keras
 import keras_optzoo as kz
-from conftest import BACKEND
+from conftest import BACKEND, slow_on
 from keras_optzoo.optimizers.second_order import WRAP_MESSAGE
 from keras_optzoo.tasks import mnist
 
@@ -165,9 +165,14 @@ def mnist_small():
     return x[:1024], y[:1024], xt[:1000], yt[:1000]
 
 
-@pytest.mark.parametrize("jit_compile", JIT)
-@pytest.mark.parametrize("arch", ["logistic", "mlp"])
-@pytest.mark.parametrize("name", sorted(TRAINING))
+# JAX without jit_compile runs the curvature step op by op (10-27 s a case);
+# there the MLP repeats the logistic model's path, which stays in the run.
+@pytest.mark.parametrize(
+    "name, arch, jit_compile",
+    [pytest.param(name, arch, jit, id=f"{name}-{arch}-{jit}",
+                  marks=slow_on("jax") if arch == "mlp" and not jit else ())
+     for name in sorted(TRAINING) for arch in ("logistic", "mlp") for jit in JIT],
+)
 def test_reduces_mnist_loss(name, arch, jit_compile, mnist_small):
     x, y, xt, yt = mnist_small
     keras.utils.set_random_seed(0)
