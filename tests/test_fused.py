@@ -53,21 +53,26 @@ def test_fused_equals_reference(make):
     assert_all_close(fused, reference, rtol=1e-5, atol=1e-6)
 
 
+def hooks_that_ran(opt, curvature=False):
+    """(all-variables hook ran, one-variable hook ran) for one step of `opt`
+    on a (4, 3) and a (3,) variable; the kernel tests' "is it used" check."""
+    variables = [keras.Variable(np.ones((4, 3), "float32")), keras.Variable(np.ones(3, "float32"))]
+    opt.build(variables)
+    if curvature:
+        opt.set_curvature([np.ones((4, 3), "float32"), np.ones(3, "float32")])
+    spec = opt._fused_spec()
+    assert spec is not None
+    grads, lr = [keras.ops.ones((4, 3)), keras.ops.ones(3)], opt.learning_rate
+    return (backend.fused_update(opt, spec, grads, variables, lr),
+            backend.fused_update_one(opt, spec, grads[0], variables[0], lr))
+
+
 @pytest.mark.parametrize("name, make", CASES, ids=IDS)
 def test_fused_kernel_is_used(name, make):
     """The hook this backend uses reports that it ran (so the equality test
     above compares two different code paths)."""
-    opt = make()
-    variables = [keras.Variable(np.ones((4, 3), "float32")), keras.Variable(np.ones(3, "float32"))]
-    opt.build(variables)
-    grads = [keras.ops.ones((4, 3)), keras.ops.ones(3)]
-    spec = opt._fused_spec()
-    assert spec is not None
-    lr = opt.learning_rate
-    all_at_once = backend.fused_update(opt, spec, grads, variables, lr)
-    one = backend.fused_update_one(opt, spec, grads[0], variables[0], lr)
     used = HOOK if name not in NO_KERNEL else None
-    assert (all_at_once, one) == (used == "all", used == "one")
+    assert hooks_that_ran(make()) == (used == "all", used == "one")
 
 
 def test_no_fused_kernel_for_ema_momentum_and_newton_takes_sgds():
@@ -124,16 +129,7 @@ def test_second_order_fused_equals_reference(make):
 
 @pytest.mark.parametrize("name, make", SECOND_ORDER_CASES, ids=SECOND_ORDER_IDS)
 def test_second_order_fused_kernel_is_used(name, make):
-    opt = make()
-    variables = [keras.Variable(np.ones((4, 3), "float32")), keras.Variable(np.ones(3, "float32"))]
-    opt.build(variables)
-    opt.set_curvature([np.ones((4, 3), "float32"), np.ones(3, "float32")])
-    spec = opt._fused_spec()
-    assert spec is not None
-    grads, lr = [keras.ops.ones((4, 3)), keras.ops.ones(3)], opt.learning_rate
-    all_at_once = backend.fused_update(opt, spec, grads, variables, lr)
-    one = backend.fused_update_one(opt, spec, grads[0], variables[0], lr)
-    assert (all_at_once, one) == (HOOK == "all", HOOK == "one")
+    assert hooks_that_ran(make(), curvature=True) == (HOOK == "all", HOOK == "one")
 
 
 # SOAP and Shampoo: torch runs their step as plain torch calls
@@ -179,13 +175,7 @@ def test_kronecker_fused_equals_reference(make):
 
 @pytest.mark.parametrize("name, make", KRONECKER_CASES, ids=KRONECKER_IDS)
 def test_kronecker_fused_kernel_is_used(name, make):
-    opt = make()
-    variables = [keras.Variable(np.ones((4, 3), "float32")), keras.Variable(np.ones(3, "float32"))]
-    opt.build(variables)
-    grads, lr = [keras.ops.ones((4, 3)), keras.ops.ones(3)], opt.learning_rate
-    all_at_once = backend.fused_update(opt, opt._fused_spec(), grads, variables, lr)
-    one = backend.fused_update_one(opt, opt._fused_spec(), grads[0], variables[0], lr)
-    assert (all_at_once, one) == (BACKEND == "torch", False)
+    assert hooks_that_ran(make()) == (BACKEND == "torch", False)
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="the torch kernels' grouping of variables")
