@@ -1,9 +1,10 @@
 """torch: the `_foreach` update kernels (RMSprop; the second-order ones are
-in `kernels_second_order`) and the helpers they share with `kernels`: slots
-as tensors, the learning rate without a host read, and the grouping of
-variables on CPU."""
+in `kernels_second_order`) and the helpers the torch kernels share: slots
+as tensors, the learning rate without a host read, the bias corrections and
+the grouping of variables on CPU."""
 
 import keras
+import numpy as np
 import torch
 
 
@@ -19,6 +20,12 @@ def _step(optimizer, device):
     under gradient accumulation)."""
     iterations = torch.as_tensor(keras.ops.convert_to_tensor(optimizer.iterations))
     return (iterations + 1).to(dtype=torch.float32, device=device)
+
+
+def _correction(beta, count):
+    """1 - beta^count with beta rounded to float32 first, as the keras.ops
+    code computes the bias corrections (a Python float: no device work)."""
+    return 1.0 - float(np.float32(beta)) ** count
 
 
 def _slots(optimizer, name, variables):

@@ -17,10 +17,7 @@ import numpy as np
 import torch
 
 from keras_optzoo import _keras_compat as compat
-
-
-def _f32(x):
-    return float(np.float32(x))
+from keras_optzoo.backend.torch.kernels_foreach import _correction
 
 
 def _accumulate(factor, x, d, beta, alpha):
@@ -73,7 +70,7 @@ def _soap(optimizer, hp, variables, params, grads, lr):
     lr = float(lr)
     b1, b2, eps = hp["beta_1"], hp["beta_2"], hp["epsilon"]
     w_factor = 1.0 - (b2 if hp["shampoo_beta"] is None else hp["shampoo_beta"])
-    scale = lr * np.sqrt(1.0 - _f32(b2) ** s) / (1.0 - _f32(b1) ** s) if s else 0.0
+    scale = lr * np.sqrt(_correction(b2, s)) / _correction(b1, s) if s else 0.0
     refresh = s > 0 and s % hp["precondition_frequency"] == 0
     oks = []
     for variable, theta, g in zip(variables, params, grads):

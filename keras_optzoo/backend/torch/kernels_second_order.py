@@ -3,10 +3,11 @@ AdaHessian, SophiaH/SophiaG), listed in `kernels.KERNELS`."""
 
 import math
 
-import numpy as np
 import torch
 
-from keras_optzoo.backend.torch.kernels_foreach import _add_scaled, _device_lr, _in_groups, _scaled_step, _slots, _step
+from keras_optzoo.backend.torch.kernels_foreach import (
+    _add_scaled, _correction, _device_lr, _in_groups, _scaled_step, _slots, _step,
+)  # fmt: skip
 
 
 # -- second-order optimizers ---------------------------------------------------
@@ -18,19 +19,11 @@ from keras_optzoo.backend.torch.kernels_foreach import _add_scaled, _device_lr, 
 # them in float32.
 
 
-def _f32(x):
-    return float(np.float32(x))
-
-
 def _schedule(optimizer):
     """(refresh, t, r): whether this step refreshes the curvature EMA, the
     1-based step and the number of refreshes so far, all host-side."""
     step = optimizer.host_step()
     return bool(optimizer.is_refresh(step)), step + 1, step // optimizer.hessian_update_interval + 1
-
-
-def _correction(beta, count):
-    return 1.0 - _f32(beta) ** count
 
 
 def _hybrid(optimizer, hp, variables, params, grads, lr):

@@ -3,7 +3,8 @@
 import torch
 
 from keras_optzoo import _keras_compat as compat
-from keras_optzoo.backend.torch.kernels_kronecker import _accumulate, _count, _f32, _finite, _host_step, _multiply_modes
+from keras_optzoo.backend.torch.kernels_foreach import _correction
+from keras_optzoo.backend.torch.kernels_kronecker import _accumulate, _count, _finite, _host_step, _multiply_modes
 
 
 def _inverse_root(matrix, previous, epsilon, exponent):
@@ -34,7 +35,7 @@ def _shampoo(optimizer, hp, variables, params, grads, lr):
     lr, b1, b2, grafting = float(lr), hp["beta_1"], hp["beta_2"], hp["grafting"]
     start, frequency, bias = optimizer._start, hp["precondition_frequency"], hp["use_bias_correction"]
     refresh = (t % frequency == 0 and t > start) or t == start
-    correction = 1.0 - _f32(b2) ** t if bias and b2 < 1.0 else 1.0
+    correction = _correction(b2, t) if bias and b2 < 1.0 else 1.0
     oks = []
     for variable, theta, g in zip(variables, params, grads):
         shape, chunks = optimizer._layout(variable)
@@ -61,10 +62,10 @@ def _shampoo(optimizer, hp, variables, params, grads, lr):
         if b1 > 0:
             m = optimizer._slot("momentum", variable).value.view(shape)
             m.lerp_(g, 1.0 - b1)
-            g_bar = m / (1.0 - _f32(b1) ** t) if bias else m
+            g_bar = m / _correction(b1, t) if bias else m
         grafted = g_bar  # 5. grafted, preconditioned direction
         if velocity is not None:
-            v_hat = velocity / (1.0 - _f32(hp["grafting_beta_2"]) ** t) if grafting == "adam" and bias else velocity
+            v_hat = velocity / _correction(hp["grafting_beta_2"], t) if grafting == "adam" and bias else velocity
             grafted = g_bar / v_hat.sqrt().add_(hp["grafting_epsilon"])
         if t < start and grafting is not None:
             direction = grafted.clone() if grafted is g_bar else grafted
